@@ -1,0 +1,371 @@
+"""Invariants of pruning.py: exact counts, monotone masks, agreement with torch.nn.utils.prune, zeros stay zero."""
+
+import copy
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.nn.utils import prune
+
+import pruning
+
+
+def small_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(16, 10),
+    )
+
+
+def masks_of(params):
+    return [m.weight_mask.detach().clone() for m, _ in params]
+
+
+def n_masked(params) -> int:
+    return sum(int((m.weight_mask == 0).sum()) for m, _ in params)
+
+
+def train_steps(model, optimizer, steps: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(4, 3, 8, 8, generator=gen)
+        y = torch.randint(0, 10, (4,), generator=gen)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+def test_exact_global_count_at_every_epoch_of_a_schedule():
+    model = small_cnn()
+    params = pruning.prunable_parameters(model)
+    n_total = sum(m.weight.numel() for m, _ in params)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    epochs = 7
+    for epoch in range(epochs):
+        s = pruning.sparsity_schedule("linear", epoch, epochs, 0.796)
+        pruning.global_magnitude_prune(params, s, optimizer=opt)
+        assert n_masked(params) == round(s * n_total)
+        train_steps(model, opt, 3, seed=epoch)
+    assert pruning.global_sparsity(params) == pytest.approx(round(0.796 * n_total) / n_total, abs=0)
+
+
+def test_pruned_entries_are_the_smallest_active_magnitudes():
+    # Threshold property: every newly pruned |w| <= every surviving |w|.
+    model = small_cnn()
+    params = pruning.prunable_parameters(model)
+    pruning.global_magnitude_prune(params, 0.3)
+    before = torch.cat([m.weight_mask.flatten() for m, _ in params])
+    pruning.global_magnitude_prune(params, 0.6)
+    after = torch.cat([m.weight_mask.flatten() for m, _ in params])
+    w = torch.cat([m.weight_orig.detach().abs().flatten() for m, _ in params])
+    newly = (before == 1) & (after == 0)
+    assert newly.any() and w[newly].max() <= w[after == 1].min()
+
+
+def test_masks_never_regrow_even_if_pruned_weight_orig_is_changed():
+    model = small_cnn()
+    params = pruning.prunable_parameters(model)
+    pruning.global_magnitude_prune(params, 0.5)
+    old = masks_of(params)
+    with torch.no_grad():  # behind the method's back: pruned entries become the largest of all
+        for m, _ in params:
+            m.weight_orig[m.weight_mask == 0] = 1e6
+    pruning.global_magnitude_prune(params, 0.7)
+    for prev, (m, _) in zip(old, params):
+        assert torch.all(m.weight_mask <= prev)
+    # Asking for less sparsity never regrows either.
+    assert pruning.global_magnitude_prune(params, 0.2) == 0
+    assert n_masked(params) == round(0.7 * sum(m.weight_mask.numel() for m, _ in params))
+
+
+def test_ranking_uses_current_weight_orig_not_stale_masked_copy():
+    lin = nn.Linear(4, 1, bias=False)
+    params = [(lin, "weight")]
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+    pruning.attach_masks(params)
+    with torch.no_grad():  # as an optimizer step would: weight_orig moves, `weight` is from the last forward
+        lin.weight_orig.copy_(torch.tensor([[4.0, 3.0, 2.0, 1.0]]))
+    pruning.global_magnitude_prune(params, 0.5)
+    assert lin.weight_mask.tolist() == [[1.0, 1.0, 0.0, 0.0]]
+
+
+def test_matches_torch_global_unstructured_on_resnet18():
+    torch.manual_seed(0)
+    ours = torchvision.models.resnet18(num_classes=10).eval()
+    ref = copy.deepcopy(ours)
+    p_ours, p_ref = pruning.prunable_parameters(ours), pruning.prunable_parameters(ref)
+    n_total = sum(m.weight.numel() for m, _ in p_ours)
+    x = torch.randn(2, 3, 32, 32)
+    gen = torch.Generator().manual_seed(1)
+    for s in (0.2, 0.45, 0.796):
+        already = n_masked(p_ref) if prune.is_pruned(ref) else 0
+        pruning.global_magnitude_prune(p_ours, s)
+        prune.global_unstructured(p_ref, pruning_method=prune.L1Unstructured, amount=round(s * n_total) - already)
+        for (a, _), (b, _) in zip(p_ours, p_ref):
+            assert torch.equal(a.weight_mask, b.weight_mask)
+        with torch.no_grad():  # the same "training" on both, then a forward so torch's `weight` is current
+            for (a, _), (b, _) in zip(p_ours, p_ref):
+                noise = 0.01 * torch.randn(a.weight_orig.shape, generator=gen)
+                a.weight_orig.add_(noise)
+                b.weight_orig.add_(noise)
+            ours(x), ref(x)
+
+
+def test_method_class_plugs_into_torch_machinery():
+    model, ref = small_cnn(), small_cnn()
+    params, p_ref = pruning.prunable_parameters(model), pruning.prunable_parameters(ref)
+    prune.global_unstructured(params, pruning_method=pruning.ActiveL1Unstructured, amount=100)
+    prune.global_unstructured(p_ref, pruning_method=prune.L1Unstructured, amount=100)
+    assert n_masked(params) == 100
+    assert all(torch.equal(a.weight_mask, b.weight_mask) for (a, _), (b, _) in zip(params, p_ref))
+    lin = nn.Linear(5, 4)
+    pruning.ActiveL1Unstructured.apply(lin, "weight", amount=7)
+    assert int((lin.weight_mask == 0).sum()) == 7 and prune.is_pruned(lin)
+
+
+def test_ties_prune_exact_count_lowest_index_first():
+    t = torch.ones(10)
+    mask = pruning.ActiveL1Unstructured(amount=3).compute_mask(t, torch.ones(10))
+    assert mask.tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
+    # Already-pruned entries are skipped, ties continue by index among the active ones.
+    default = torch.tensor([0, 1, 0, 1, 1, 1, 1, 1, 1, 1.0])
+    mask = pruning.ActiveL1Unstructured(amount=3).compute_mask(t, default)
+    assert mask.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+    # Global ties across tensors: exact count, and the same result every time.
+    a, b = nn.Linear(4, 4), nn.Linear(4, 4)
+    with torch.no_grad():
+        a.weight.fill_(0.5), b.weight.fill_(-0.5)
+    pruning.global_magnitude_prune([(a, "weight"), (b, "weight")], 0.25)
+    assert int((a.weight_mask == 0).sum()) == 8 and int((b.weight_mask == 0).sum()) == 0
+
+
+def test_weight_equals_orig_times_mask_after_prune_and_forward():
+    model = small_cnn()
+    params = pruning.prunable_parameters(model)
+    pruning.global_magnitude_prune(params, 0.6)
+    for m, _ in params:
+        assert torch.equal(m.weight, m.weight_orig * m.weight_mask)
+    model(torch.randn(2, 3, 8, 8))
+    for m, _ in params:
+        assert torch.equal(m.weight, m.weight_orig * m.weight_mask)
+
+
+OPTIMIZERS = {
+    "sgd-momentum-wd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4),
+    "sgd-nesterov": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
+    "adam": lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-4),
+    "adam-amsgrad": lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_pruned_weights_and_optimizer_state_stay_exactly_zero(name):
+    model = small_cnn()
+    params = pruning.prunable_parameters(model)
+    opt = OPTIMIZERS[name](model.parameters())
+    train_steps(model, opt, 5)  # state is non-zero everywhere before the first prune
+    for epoch in range(1, 5):
+        pruning.global_magnitude_prune(params, pruning.sparsity_schedule("linear", epoch, 5, 0.8), optimizer=opt)
+        train_steps(model, opt, 10, seed=epoch)
+        for m, _ in params:
+            pruned = m.weight_mask == 0
+            assert torch.all(m.weight_orig[pruned] == 0) and torch.all(m.weight[pruned] == 0)
+            for value in opt.state[m.weight_orig].values():
+                if torch.is_tensor(value) and value.shape == pruned.shape:
+                    assert torch.all(value[pruned] == 0)
+
+
+def test_without_masking_optimizer_state_momentum_revives_pruned_weight_orig():
+    # The control for the test above: it would fail without the optimizer argument.
+    model = small_cnn()
+    params = pruning.prunable_parameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train_steps(model, opt, 5)
+    pruning.global_magnitude_prune(params, 0.5)
+    train_steps(model, opt, 2)
+    assert any(bool((m.weight_orig[m.weight_mask == 0] != 0).any()) for m, _ in params)
+
+
+def test_post_step_hook_enforces_zeros_for_any_optimizer():
+    model = small_cnn()
+    params = pruning.prunable_parameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train_steps(model, opt, 5)
+    pruning.global_magnitude_prune(params, 0.5)  # optimizer deliberately not given
+    handle = pruning.enforce_masks_after_step(opt, params)
+    train_steps(model, opt, 3)
+    assert all(bool((m.weight_orig[m.weight_mask == 0] == 0).all()) for m, _ in params)
+    handle.remove()
+
+
+def test_hooks_and_buffers_do_not_accumulate():
+    model = small_cnn()
+    params = pruning.prunable_parameters(model)
+    for s in [i / 50 for i in range(40)]:
+        pruning.global_magnitude_prune(params, s)
+    for m, _ in params:
+        hooks = [h for h in m._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)]
+        assert len(hooks) == 1 and not isinstance(hooks[0], prune.PruningContainer)
+        assert sorted(name for name, _ in m.named_buffers()) == ["weight_mask"]
+
+
+def test_state_dict_round_trip():
+    model = small_cnn()
+    params = pruning.prunable_parameters(model)
+    pruning.global_magnitude_prune(params, 0.7)
+    fresh = small_cnn(seed=1)
+    fresh_params = pruning.attach_masks(pruning.prunable_parameters(fresh))
+    fresh.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    model.eval(), fresh.eval()
+    assert torch.equal(model(x), fresh(x))
+    assert pruning.global_sparsity(fresh_params) == pruning.global_sparsity(params)
+
+
+def test_make_permanent_loads_into_unpruned_model():
+    model = small_cnn()
+    params = pruning.prunable_parameters(model)
+    pruning.global_magnitude_prune(params, 0.7)
+    n_total = sum(m.weight_mask.numel() for m, _ in params)
+    expected_zeros = n_masked(params)
+    model.eval()
+    x = torch.randn(2, 3, 8, 8)
+    before = model(x)
+    pruning.make_pruning_permanent(params)
+    assert not prune.is_pruned(model)
+    plain = small_cnn(seed=1).eval()
+    plain.load_state_dict(model.state_dict())  # strict: same keys as a never-pruned model
+    assert torch.equal(plain(x), before)
+    assert sum(int((m.weight == 0).sum()) for m, _ in pruning.prunable_parameters(plain)) == expected_zeros
+    assert pruning.global_sparsity(pruning.prunable_parameters(plain)) == expected_zeros / n_total
+
+
+def test_compiled_model_sees_in_place_mask_updates():
+    model = small_cnn().eval()
+    params = pruning.prunable_parameters(model)
+    pruning.global_magnitude_prune(params, 0.2)
+    compiled = torch.compile(model, backend="eager")
+    x = torch.randn(2, 3, 8, 8)
+    before = compiled(x)
+    pruning.global_magnitude_prune(params, 0.9)
+    after = compiled(x)
+    assert not torch.allclose(after, before)  # a stale mask in the compiled graph would fail here
+    assert torch.allclose(after, model(x))
+
+
+def test_bf16_weights():
+    model = small_cnn().to(torch.bfloat16)
+    params = pruning.prunable_parameters(model)
+    n_total = sum(m.weight.numel() for m, _ in params)
+    for s in (0.3, 0.744):
+        pruning.global_magnitude_prune(params, s)
+        assert n_masked(params) == round(s * n_total)
+    assert params[0][0].weight_mask.dtype == torch.bfloat16
+
+
+def test_more_than_2_pow_24_entries():
+    big = nn.Linear(4097, 4096, bias=False)  # 16,781,312 > 2**24 = 16,777,216
+    params = [(big, "weight")]
+    pruning.global_magnitude_prune(params, 0.5)
+    assert n_masked(params) == round(0.5 * big.weight.numel())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    cpu = small_cnn()
+    gpu = copy.deepcopy(cpu).cuda()
+    p_cpu, p_gpu = pruning.prunable_parameters(cpu), pruning.prunable_parameters(gpu)
+    for s in (0.3, 0.8):
+        pruning.global_magnitude_prune(p_cpu, s)
+        pruning.global_magnitude_prune(p_gpu, s)
+    assert all(torch.equal(a.weight_mask, b.weight_mask.cpu()) for (a, _), (b, _) in zip(p_cpu, p_gpu))
+
+
+def test_prunable_parameters_selects_conv_and_linear_weights():
+    model = small_cnn()
+    assert [type(m) for m, _ in pruning.prunable_parameters(model)] == [nn.Conv2d, nn.Conv2d, nn.Linear]
+    assert [type(m) for m, _ in pruning.prunable_parameters(model, exclude=["0", nn.Linear])] == [nn.Conv2d]
+    with pytest.raises(ValueError, match="does not have"):
+        pruning.prunable_parameters(model, exclude=["fc"])
+
+
+def test_schedule_values():
+    for epochs, target in ((200, 0.796), (30, 0.744)):
+        values = [pruning.sparsity_schedule("linear", e, epochs, target) for e in range(epochs)]
+        assert values[0] == 0.0 and values[-1] == target
+        assert values[1] == pytest.approx(target / (epochs - 1))
+        assert all(a < b for a, b in zip(values, values[1:]))
+        cubic = [pruning.sparsity_schedule("cubic", e, epochs, target) for e in range(epochs)]
+        assert cubic[0] == 0.0 and cubic[-1] == target and all(a <= b for a, b in zip(cubic, cubic[1:]))
+    # Configurable ramp: dense for 2 epochs, target from epoch 6 on, starting from 0.1.
+    values = [pruning.sparsity_schedule("linear", e, 10, 0.5, initial=0.1, start_epoch=2, end_epoch=6)
+              for e in range(10)]
+    assert values[:3] == [0.1, 0.1, 0.1] and values[6:] == [0.5] * 4 and values[4] == pytest.approx(0.3)
+    assert pruning.sparsity_schedule("linear", 0, 1, 0.8) == 0.8  # a single epoch trains at the target
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(kind="step"), "unknown schedule"),
+    (dict(epoch=5), "epoch"),
+    (dict(target=1.0), "target"),
+    (dict(start_epoch=4, end_epoch=2), "start_epoch"),
+])
+def test_schedule_bad_arguments(kwargs, match):
+    args = dict(kind="linear", epoch=0, epochs=5, target=0.5) | kwargs
+    with pytest.raises(ValueError, match=match):
+        pruning.sparsity_schedule(**args)
+
+
+@pytest.mark.parametrize("sparsity", [-0.1, 1.0, 1.5, float("nan"), "0.5", True])
+def test_sparsity_outside_range_is_refused(sparsity):
+    params = pruning.prunable_parameters(small_cnn())
+    with pytest.raises(ValueError, match="sparsity must be a number in"):
+        pruning.global_magnitude_prune(params, sparsity)
+
+
+def test_bad_parameter_lists_are_refused():
+    model = small_cnn()
+    with pytest.raises(ValueError, match="empty"):
+        pruning.global_magnitude_prune([], 0.5)
+    with pytest.raises(TypeError, match="list of \\(module, name\\) pairs"):
+        pruning.global_magnitude_prune(model, 0.5)
+    with pytest.raises(TypeError, match="pair"):
+        pruning.global_magnitude_prune([model[0].weight], 0.5)
+    with pytest.raises(ValueError, match="no parameter named 'running_mean'"):
+        pruning.global_magnitude_prune([(model[1], "running_mean")], 0.5)
+    with pytest.raises(ValueError, match="no parameter named 'bias'"):
+        pruning.global_magnitude_prune([(nn.Linear(2, 2, bias=False), "bias")], 0.5)
+    with pytest.raises(ValueError, match="twice"):
+        pruning.global_magnitude_prune([(model[0], "weight"), (model[0], "weight")], 0.5)
+    with pytest.raises(ValueError, match="amount"):
+        pruning.ActiveL1Unstructured(amount=-1)
+    with pytest.raises(ValueError, match="still active"):
+        pruning.ActiveL1Unstructured(amount=5).compute_mask(torch.ones(4), torch.ones(4))
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "with_inf"])
+def test_sampled_kth_value_equals_torch_kthvalue(kind):
+    gen = torch.Generator().manual_seed(0)
+    n = 100_003
+    scores = torch.randn(n, generator=gen).abs()
+    if kind == "ties":
+        scores = (scores * 4).round()  # a handful of distinct values, huge ties
+    if kind == "with_inf":
+        scores[torch.rand(n, generator=gen) < 0.7] = float("inf")
+    n_finite = int(torch.isfinite(scores).sum())
+    for k in (1, 17, n_finite // 3, n_finite // 2, n_finite - 1, n_finite):
+        got = pruning._kth_smallest_value(scores, k, sample_size=1024)
+        assert got.item() == torch.kthvalue(scores, k).values.item()
+
+
+def test_sampled_kth_value_falls_back_when_the_band_misses():
+    n, size = 16 * 64 + 1, 64
+    idx = torch.randint(n, (size,), generator=torch.Generator().manual_seed(n))  # the helper's own sample
+    scores = torch.ones(n)
+    scores[idx] = 0.0  # the sample sees only zeros, so its band [0, 0] cannot hold the median
+    assert pruning._kth_smallest_value(scores, n // 2, sample_size=size).item() == 1.0
