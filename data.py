@@ -1,12 +1,482 @@
-"""Data and model shared by the training scripts: CIFAR-10 / MNIST / Fashion-MNIST as on-device tensors,
-the paper's augmentation as batched tensor ops, a deterministic loader, and the CIFAR ResNet-18.
+"""Data and model shared by the training scripts.
+
+CIFAR-10, MNIST and Fashion-MNIST are loaded once into uint8 tensors (N, C, H, W) on the training device. The
+paper's augmentation runs as batched tensor ops with per-image random parameters from a seeded
+``torch.Generator``, on whatever device the batch is on, so no DataLoader workers or PIL are involved. Each op
+matches ``torchvision.transforms.v2.functional`` on a single image (tests/test_data.py). Throughput against
+torchvision's per-image pipeline: README.md and benchmarks/bench_data.py.
+
+Differences from the paper's notebooks, on purpose: augmentation runs on float images in [0, 1] (the notebooks
+ran the same ops on PIL uint8 images, rounding between ops), and the validation split is evaluated without
+augmentation (the notebooks validated on augmented images).
 """
 
 from __future__ import annotations
 
+import gzip
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+class DataError(Exception):
+    """Data cannot be found or read; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    torchvision_class: str  # name in torchvision.datasets
+    in_channels: int
+    mean: tuple[float, ...]  # Normalize() statistics from the paper's notebooks
+    std: tuple[float, ...]
+    train_size: int  # for the synthetic stand-in (--dummy)
+    test_size: int
+
+
+DATASETS = {
+    "cifar10": DatasetSpec("CIFAR10", 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50000, 10000),
+    "mnist": DatasetSpec("MNIST", 1, (0.1307,), (0.3081,), 60000, 10000),
+    "fashion-mnist": DatasetSpec("FashionMNIST", 1, (0.1307,), (0.3081,), 60000, 10000),
+}
+NUM_CLASSES = 10
+IMAGE_SIZE = 32  # every dataset is fed to the network at 32x32 (MNIST is resized from 28x28 once, at load)
+IDX_FILES = {  # split -> (images, labels), as distributed by LeCun / Zalando and Debian's dataset packages
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading
+
+def read_idx(path: str) -> torch.Tensor:
+    """Read an MNIST-format IDX file (optionally gzipped) into a uint8 tensor of its stored shape."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read IDX file {path}: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = raw[4 + 4 * ndim:]
+    if len(body) != math.prod(shape):
+        raise DataError(f"{path} holds {len(body)} bytes of data, its header says {math.prod(shape)}")
+    return torch.from_numpy(np.frombuffer(body, dtype=np.uint8).copy()).reshape(shape)
+
+
+def find_idx_folder_files(folder: str) -> dict[str, tuple[str, str]] | None:
+    """Paths of the four IDX files directly in ``folder`` (plain or .gz), or None if any is missing."""
+    found = {}
+    for split, names in IDX_FILES.items():
+        paths = []
+        for name in names:
+            candidates = [os.path.join(folder, name + ext) for ext in ("", ".gz")]
+            existing = [p for p in candidates if os.path.isfile(p)]
+            if not existing:
+                return None
+            paths.append(existing[0])
+        found[split] = tuple(paths)
+    return found
+
+
+def resize_to_32(images: torch.Tensor) -> torch.Tensor:
+    """Bilinear resize of uint8 (N, C, H, W) images to 32x32, rounded back to uint8 (as PIL's Resize)."""
+    if images.shape[-2:] == (IMAGE_SIZE, IMAGE_SIZE):
+        return images
+    out = F.interpolate(images.float(), size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def load_torchvision_split(name: str, root: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split through torchvision.datasets (its folder layout and checks), as uint8 NCHW and int64 labels."""
+    import torchvision  # deferred: only this path needs it
+
+    cls = getattr(torchvision.datasets, DATASETS[name].torchvision_class)
+    try:
+        ds = cls(root=root, train=train, download=download)
+    except Exception as e:  # torchvision raises RuntimeError, URLError, OSError ... all mean "no data here"
+        how = "could not be downloaded" if download else "downloading is off (--no-download)"
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise DataError(
+            f"{name} not found under {os.path.abspath(root)} and {how} ({reason}). Put the data there in "
+            f"torchvision's layout (or, for MNIST-style data, a folder with the four IDX files) and pass "
+            f"--data-dir, or run once on a machine with internet access to download it."
+        ) from None
+    data = torch.as_tensor(np.asarray(ds.data))
+    images = data.permute(0, 3, 1, 2) if data.ndim == 4 else data.unsqueeze(1)  # CIFAR is NHWC on disk
+    return images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+
+
+def load_dataset(name: str, data_dir: str, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Train and test splits as {"train": (images, labels), "test": (...)} on the CPU, images 32x32 uint8.
+
+    MNIST-style datasets are read directly from ``data_dir`` when it holds the four IDX files (plain or
+    gzipped, as Debian's dataset-fashion-mnist installs them); otherwise torchvision's layout under
+    ``data_dir`` is used, downloading when allowed.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)}")
+    idx_files = find_idx_folder_files(data_dir) if DATASETS[name].in_channels == 1 else None
+    splits = {}
+    for split, train in (("train", True), ("test", False)):
+        if idx_files:
+            images_path, labels_path = idx_files[split]
+            images, labels = read_idx(images_path).unsqueeze(1), read_idx(labels_path).long()
+            if images.shape[0] != labels.shape[0]:
+                raise DataError(f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels")
+        else:
+            images, labels = load_torchvision_split(name, data_dir, train, download)
+        splits[split] = (resize_to_32(images), labels)
+    return splits
+
+
+def synthetic_dataset(name: str, seed: int = 0, train_size: int | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Random uint8 images and labels with the dataset's shapes (like --dummy in PyTorch's ImageNet example)."""
+    spec = DATASETS[name]
+    gen = torch.Generator().manual_seed(seed)
+    splits = {}
+    for split, n in (("train", train_size or spec.train_size), ("test", spec.test_size)):
+        images = torch.randint(0, 256, (n, spec.in_channels, IMAGE_SIZE, IMAGE_SIZE), generator=gen, dtype=torch.uint8)
+        splits[split] = (images, torch.randint(0, NUM_CLASSES, (n,), generator=gen))
+    return splits
+
+
+def balanced_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Indices of ``n`` samples, as equal per class as possible (the first n % classes classes get one more)."""
+    classes = labels.unique()
+    if not 0 < n <= labels.numel():
+        raise DataError(f"--train-subset must be between 1 and {labels.numel()}, got {n}")
+    gen = torch.Generator().manual_seed(seed)
+    per_class = [n // len(classes) + (i < n % len(classes)) for i in range(len(classes))]
+    chosen = []
+    for c, k in zip(classes, per_class):
+        members = torch.nonzero(labels == c).squeeze(1)
+        if k > members.numel():
+            raise DataError(f"--train-subset {n} needs {k} images of class {int(c)}, the data has {members.numel()}")
+        chosen.append(members[torch.randperm(members.numel(), generator=gen)[:k]])
+    return torch.cat(chosen).sort().values
+
+
+def split_validation(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random (train_indices, val_indices) with round(val_fraction * n) validation samples."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = round(val_fraction * n)
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+@dataclass
+class Data:
+    """The three splits as tensors on the training device, and how to turn uint8 batches into inputs."""
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    in_channels: int
+    train_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+    eval_transform: Callable[[torch.Tensor], torch.Tensor]
+
+
+def prepare_data(
+    name: str,
+    data_dir: str = "./data",
+    *,
+    download: bool = True,
+    dummy: bool = False,
+    val_fraction: float = 0.11,
+    train_subset: int | None = None,
+    seed: int = 42,
+    device: torch.device | str = "cpu",
+    hflip_digits: bool = True,
+) -> Data:
+    """Load a dataset, take the optional class-balanced subset, split off validation, move to ``device``.
+
+    ``train_subset`` draws that many images from the training set *before* the validation split.
+    """
+    splits = synthetic_dataset(name, seed) if dummy else load_dataset(name, data_dir, download)
+    images, labels = splits["train"]
+    if train_subset is not None:
+        keep = balanced_subset(labels, train_subset, seed)
+        images, labels = images[keep], labels[keep]
+    train_idx, val_idx = split_validation(labels.numel(), val_fraction, seed)
+    spec = DATASETS[name]
+    if spec.in_channels == 3:
+        train_transform = CifarTrainAugment(spec.mean, spec.std)
+    else:
+        train_transform = DigitsTrainAugment(spec.mean, spec.std, hflip=hflip_digits)
+    on = lambda x: x.to(device)  # noqa: E731
+    return Data(
+        train=(on(images[train_idx]), on(labels[train_idx])),
+        val=(on(images[val_idx]), on(labels[val_idx])),
+        test=(on(splits["test"][0]), on(splits["test"][1])),
+        in_channels=spec.in_channels,
+        train_transform=train_transform,
+        eval_transform=lambda x: normalize(to_float(x), spec.mean, spec.std),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batched augmentation. Each op takes float images (B, C, H, W) in [0, 1] and per-image parameters.
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255.0)
+
+
+def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def crop_flip_rotate(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
+                     degrees: torch.Tensor | None = None, padding: int = 0) -> torch.Tensor:
+    """RandomCrop(padding) -> RandomHorizontalFlip -> RandomRotation(nearest, fill 0) with per-image
+    parameters, as one gather: all three only move pixels, so each output pixel is traced back to one source
+    pixel of the zero-padded input (or to nothing, giving 0).
+
+    Args:
+        x: (B, C, H, W) float images.
+        top, left: (B,) crop offsets in the padded image, in [0, 2 * padding].
+        flip: (B,) bool, mirror left-right after cropping.
+        degrees: (B,) counter-clockwise rotation about the centre, or None for no rotation.
+        padding: zero padding on each side before cropping.
+    """
+    b, c, h, w = x.shape
+    dev = x.device
+    ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=dev)
+    xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, w, device=dev)
+    grid_y, grid_x = (t.reshape(1, h * w) for t in torch.meshgrid(ys, xs, indexing="ij"))  # pixel centres
+    if degrees is None:
+        col, row, valid = grid_x + (w - 1) * 0.5, grid_y + (h - 1) * 0.5, None
+    else:
+        # The inverse rotation, in pixel units about the centre, normalised to [-1, 1] and rounded to the
+        # nearest pixel exactly as grid_sample(mode="nearest", align_corners=False) does (torchvision's rotate).
+        theta = torch.deg2rad(degrees.double())
+        cos, sin = (t.float().to(dev).view(b, 1) for t in (torch.cos(theta), torch.sin(theta)))
+        col = ((grid_x * cos - grid_y * sin) / (0.5 * w) + 1.0).mul_(w).sub_(1.0).div_(2.0).round_()
+        row = ((grid_x * sin + grid_y * cos) / (0.5 * h) + 1.0).mul_(h).sub_(1.0).div_(2.0).round_()
+        col_in, row_in = col.clamp(0.0, w - 1.0), row.clamp(0.0, h - 1.0)
+        valid = ((col == col_in) & (row == row_in)).to(x.dtype).view(b, 1, h, w)  # else from outside: 0
+        col, row = col_in, row_in
+    col = col + flip.to(col.dtype).view(b, 1) * (w - 1 - 2 * col)  # mirror the crop's columns
+    pw = w + 2 * padding
+    index = (row + top.to(row.dtype).view(b, 1)) * pw + col + left.to(col.dtype).view(b, 1)
+    padded = F.pad(x, (padding,) * 4).reshape(b, c, -1) if padding else x.reshape(b, c, -1)
+    out = padded.gather(2, index.long().view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
+    return out if valid is None else out.mul_(valid)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
+    """clamp(f * x + (1 - f) * other, 0, 1) per image; f = 1 returns x exactly."""
+    other = torch.as_tensor(other, dtype=x.dtype, device=x.device).expand_as(x)
+    return torch.lerp(other, x, factor.to(x.dtype).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+
+
+LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma weights, as PIL and torchvision
+
+
+def _grayscale(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    return (r * LUMA[0]).add_(g, alpha=LUMA[1]).add_(b, alpha=LUMA[2]).unsqueeze(1)
+
+
+def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(x, 0.0, factor)
+
+
+def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(x, _grayscale(x).mean(dim=(1, 2, 3), keepdim=True), factor)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(x, _grayscale(x), factor)
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate hue by ``shift`` (fraction of a turn, per image) in HSV space; saturation and value are kept.
+
+    Float arithmetic only: boolean masks, torch.where and integer remainders are several times slower on CPU.
+    """
+    r, g, b = x.unbind(1)
+    v = x.amax(1)
+    delta = v - x.amin(1)  # = v * s
+    # Which channel holds the max picks the sector offset (0, 2, 4) and numerator; ties go r, then g, as in
+    # torchvision. Indicators as floats: v >= every channel, so 1 - sign(v - c) is 1 exactly when c == v.
+    is_r = 1.0 - torch.sign(v - r)
+    is_g = (1.0 - is_r) * (1.0 - torch.sign(v - g))
+    is_b = 1.0 - is_r - is_g
+    numerator = is_r * (g - b) + is_g * (b - r) + is_b * (r - g)  # 0 for grey pixels: hue 0, no 0/0
+    h6 = numerator / delta.clamp_min(1e-12) + 2.0 * is_g + 4.0 * is_b + 6.0 * shift.view(-1, 1, 1)
+    # HSV -> RGB in closed form: channel n (r=5, g=3, b=1) is v - v*s*clamp(min(k, 4 - k), 0, 1), k=(n+h6)%6.
+    k = torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1) + h6.unsqueeze(1)
+    k = k.sub_(6.0 * torch.floor(k / 6.0))
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return ramp.mul_(delta.unsqueeze(1)).neg_().add_(v.unsqueeze(1))
+
+
+JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)  # factor columns, in order
+
+
+def sample_jitter_params(b: int, gen: torch.Generator, brightness: float = 0.2, contrast: float = 0.2,
+                         saturation: float = 0.2, hue: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """ColorJitter's per-image parameters: factors (B, 4) for brightness, contrast, saturation, hue, and the
+    order (B, 4) in which each image gets the four ops (a random permutation per image, as torchvision)."""
+    factors = torch.stack([
+        _uniform(b, 1 - brightness, 1 + brightness, gen), _uniform(b, 1 - contrast, 1 + contrast, gen),
+        _uniform(b, 1 - saturation, 1 + saturation, gen), _uniform(b, -hue, hue, gen),
+    ], dim=1)
+    order = torch.argsort(torch.rand(b, 4, generator=gen), dim=1)
+    return factors, order
+
+
+def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Apply the four jitter ops to each image in its own order, slot by slot over the whole batch.
+
+    Brightness, contrast and saturation are each a blend ``clamp(f * x + (1 - f) * other)`` with other = 0,
+    the image's mean grey, or the pixel's grey; so each slot is one blend with per-image f and other, and
+    f = 1 (an exact identity) for images whose slot holds hue. Hue, the costly op, runs only on those images.
+    """
+    b = x.shape[0]
+    factors, order = factors.to(x.device), order.to(x.device)
+    # Per (image, slot) blend parameters, computed once for all four slots.
+    f = torch.where(order < 3, factors.gather(1, order.clamp_max(2)), 1.0).to(x.dtype)
+    use_gray, use_mean = (order == 2).to(x.dtype), (order == 1).to(x.dtype)
+    for slot in range(4):
+        gray = _grayscale(x)
+        other = gray * use_gray[:, slot].view(b, 1, 1, 1)
+        other += gray.mean(dim=(1, 2, 3), keepdim=True) * use_mean[:, slot].view(b, 1, 1, 1)
+        x = torch.lerp(other.expand_as(x), x, f[:, slot].view(b, 1, 1, 1)).clamp_(0.0, 1.0)
+        idx = torch.nonzero(order[:, slot] == 3).squeeze(1)
+        if idx.numel():
+            x[idx] = adjust_hue(x[idx], factors[idx, 3])  # x is this slot's fresh blend output
+    return x
+
+
+def erase(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Zero the box (top, left, height, width) of each image; a box of height 0 erases nothing."""
+    _, _, h, w = x.shape
+    top, left, bh, bw = (v.view(-1, 1).to(x.device) for v in boxes.unbind(1))
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    in_rows = ((rows >= top) & (rows < top + bh)).to(x.dtype)  # (B, H): small, so bool ops are cheap here
+    in_cols = ((cols >= left) & (cols < left + bw)).to(x.dtype)
+    keep = 1.0 - in_rows.unsqueeze(2) * in_cols.unsqueeze(1)
+    return x * keep.unsqueeze(1)
+
+
+def sample_erasing_boxes(b: int, h: int, w: int, gen: torch.Generator, p: float = 0.5,
+                         scale: tuple[float, float] = (0.02, 0.33), ratio: tuple[float, float] = (0.3, 3.3),
+                         attempts: int = 10) -> torch.Tensor:
+    """RandomErasing's boxes, (B, 4) int64 (top, left, height, width); height 0 where nothing is erased.
+
+    As torchvision: with probability p, up to 10 attempts of area ~ U(scale) * H * W and log-uniform aspect
+    ratio; the first box that fits strictly inside the image is used, else nothing is erased.
+    """
+    area = h * w * _uniform(b * attempts, *scale, gen).view(b, attempts)
+    aspect = torch.exp(_uniform(b * attempts, math.log(ratio[0]), math.log(ratio[1]), gen)).view(b, attempts)
+    bh = torch.sqrt(area * aspect).round().long()
+    bw = torch.sqrt(area / aspect).round().long()
+    fits = (bh < h) & (bw < w)
+    first = torch.where(fits.any(1), fits.float().argmax(1), torch.zeros(b, dtype=torch.long))
+    bh, bw = bh.gather(1, first.view(-1, 1)).squeeze(1), bw.gather(1, first.view(-1, 1)).squeeze(1)
+    apply = (torch.rand(b, generator=gen) < p) & fits.any(1)
+    top = (torch.rand(b, generator=gen) * (h - bh + 1)).long().clamp_max(h - 1)
+    left = (torch.rand(b, generator=gen) * (w - bw + 1)).long().clamp_max(w - 1)
+    return torch.stack([top, left, bh * apply, bw * apply], dim=1)
+
+
+def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=gen)
+
+
+class CifarTrainAugment:
+    """The paper's CIFAR-10 train transform, batched: RandomCrop(32, 4) -> HFlip -> Rotation(15) -> ColorJitter
+    (0.2, 0.2, 0.2, 0.1) -> to [0, 1] -> RandomErasing() -> Normalize. Random parameters come from ``gen`` on
+    the CPU (so a given seed gives the same batch on any device); the pixels are processed on x's device."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], padding: int = 4, degrees: float = 15.0):
+        self.mean, self.std, self.padding, self.degrees = mean, std, padding, degrees
+
+    def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b, _, h, w = images.shape
+        dev = images.device
+        x = to_float(images)  # exact for uint8: crop/flip/rotate(nearest) move pixels, they do not mix them
+        top = torch.randint(0, 2 * self.padding + 1, (b,), generator=gen).to(dev)
+        left = torch.randint(0, 2 * self.padding + 1, (b,), generator=gen).to(dev)
+        flip = (torch.rand(b, generator=gen) < 0.5).to(dev)
+        degrees = _uniform(b, -self.degrees, self.degrees, gen)
+        x = crop_flip_rotate(x, top, left, flip, degrees, self.padding)
+        x = color_jitter(x, *sample_jitter_params(b, gen))
+        x = erase(x, sample_erasing_boxes(b, h, w, gen))
+        return normalize(x, self.mean, self.std)
+
+
+class DigitsTrainAugment:
+    """The paper's (Fashion-)MNIST train transform, batched: (Resize 32, done at load) -> HFlip -> Normalize.
+
+    The paper flips digits left-right; ``hflip=False`` turns that off."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], hflip: bool = True):
+        self.mean, self.std, self.hflip = mean, std, hflip
+
+    def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x = to_float(images)
+        flips = torch.rand(images.shape[0], generator=gen) < 0.5  # drawn either way: same stream for both
+        if self.hflip:
+            zeros = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+            x = crop_flip_rotate(x, zeros, zeros, flips.to(images.device))
+        return normalize(x, self.mean, self.std)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Iteration
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator for one epoch's shuffle and augmentation: a pure function of (seed, epoch), so a resumed
+    run draws exactly what an uninterrupted one would."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def iterate_batches(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    transform: Callable[..., torch.Tensor],
+    gen: torch.Generator | None = None,
+    channels_last: bool = False,
+    augment_chunk: int = 512,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches (inputs, labels) gathered by index from on-device tensors, drop_last=False.
+
+    Training (``gen`` given): a seeded shuffle, and ``transform(x, gen)`` applied to chunks of about
+    ``augment_chunk`` images (a multiple of the batch size) that are then cut into batches: per-image random
+    parameters make this the same augmentation, with far fewer (slow, small) tensor ops per image on CPU.
+    Evaluation (no ``gen``): in order, through ``transform(x)``.
+    """
+    n = labels.shape[0]
+    if gen is None:
+        for start in range(0, n, batch_size):
+            yield _layout(transform(images[start:start + batch_size]), channels_last), labels[start:start + batch_size]
+        return
+    order = torch.randperm(n, generator=gen).to(images.device)
+    chunk = batch_size * max(1, augment_chunk // batch_size)
+    for chunk_start in range(0, n, chunk):
+        idx = order[chunk_start:chunk_start + chunk]
+        x, y = transform(images[idx], gen), labels[idx]
+        for start in range(0, len(idx), batch_size):
+            yield _layout(x[start:start + batch_size], channels_last), y[start:start + batch_size]
+
+
+def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 # ----------------------------------------------------------------------------------------------------------
