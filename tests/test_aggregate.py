@@ -1,0 +1,195 @@
+"""aggregate.py on hand-written result files: exact statistics, grouping, formats, plots, bad input."""
+
+import csv
+import io
+import json
+import os
+
+import pytest
+
+import aggregate
+
+PAPER_CIFAR_SEEDS = {42: 95.28, 123: 95.37, 456: 95.13, 789: 95.10, 999: 95.09}  # the paper's five runs
+
+
+def result(seed, acc, method="progressive", dataset="cifar10", target=0.796, epochs=200, width=64, **extra):
+    prunable = 11_164_352
+    nonzero = prunable - round(target * prunable) if method == "progressive" else prunable
+    config = {"seed": seed, "epochs": epochs, "width": width, "batch_size": 128, "lr": 0.1, "dataset": dataset,
+              "method": method, "script": "train_cifar10.py" if method == "progressive" else "train_dense.py",
+              "out": "results", "device": "auto"}
+    if method == "progressive":
+        config.update(target_sparsity=target, schedule="linear")
+    history = [{"epoch": e, "val_accuracy": 50.0 + 10 * e + seed % 3, "sparsity": target * e / 2} for e in range(3)]
+    return {"schema": 1, "dataset": dataset, "method": method, "seed": seed,
+            "target_sparsity": target if method == "progressive" else 0.0,
+            "final_sparsity": (prunable - nonzero) / prunable, "test_accuracy": acc, "test_loss": 0.2,
+            "params_total": 11_173_962, "params_prunable": prunable, "params_nonzero": nonzero,
+            "config": config, "wall_time_s": 3600.0, "history": history, **extra}
+
+
+def write(folder, name, obj):
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+@pytest.fixture
+def paper_folder(tmp_path):
+    for seed, acc in PAPER_CIFAR_SEEDS.items():
+        write(tmp_path / "cifar10" / "progressive-0.796", f"seed{seed}.json", result(seed, acc))
+    return tmp_path
+
+
+def tables_of(paths, ddof=1):
+    return aggregate.build_tables(aggregate.load_results([str(p) for p in paths], strict=True), ddof)[1]
+
+
+def test_paper_values_under_both_sd_conventions(paper_folder):
+    (row,) = tables_of([paper_folder], ddof=0)["main"]
+    assert row["n"] == 5 and row["seeds"] == "42 123 456 789 999"
+    assert f"{row['acc_mean']:.2f} ± {row['acc_sd']:.2f}" == "95.19 ± 0.11"  # what the paper printed
+    (row,) = tables_of([paper_folder], ddof=1)["main"]
+    assert f"{row['acc_sd']:.2f}" == "0.12" and row["acc_mean"] == pytest.approx(95.194)
+    assert (row["acc_min"], row["acc_max"]) == (95.09, 95.37)
+
+
+def test_markdown_shows_the_convention_and_the_values(paper_folder, capsys):
+    assert aggregate.main([str(paper_folder), "--ddof", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "population sd (ddof=0)" in out and "95.19 ± 0.11" in out and "2.28M / 11.16M" in out
+    assert aggregate.main([str(paper_folder)]) == 0
+    out = capsys.readouterr().out
+    assert "sample sd (ddof=1)" in out and "95.19 ± 0.12" in out
+
+
+def test_single_run_has_no_sd(tmp_path, capsys):
+    write(tmp_path, "seed42.json", result(42, 94.5))
+    (row,) = tables_of([tmp_path])["main"]
+    assert row["n"] == 1 and row["acc_sd"] is None
+    aggregate.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| 94.50 |" in out and "±" not in out.split("###")[1] and "nan" not in out
+
+
+def test_groups_split_by_differing_config_and_say_why(tmp_path):
+    write(tmp_path / "a", "seed1.json", result(1, 90.0, width=8))
+    write(tmp_path / "a", "seed2.json", result(2, 92.0, width=8))
+    write(tmp_path / "b", "seed1.json", result(1, 95.0, width=64))
+    rows = tables_of([tmp_path])["main"]
+    assert sorted((r["n"], r["acc_mean"], r["config"]) for r in rows) == [(1, 95.0, "width=64"), (2, 91.0, "width=8")]
+
+
+def test_output_folder_and_device_do_not_split_groups(tmp_path):
+    a, b = result(1, 90.0), result(2, 92.0)
+    b["config"].update(out="elsewhere", device="cuda")
+    write(tmp_path, "a.json", a)
+    write(tmp_path, "b.json", b)
+    (row,) = tables_of([tmp_path])["main"]
+    assert row["n"] == 2
+
+
+def test_duplicate_seed_is_reported_and_counted_once(tmp_path, capsys):
+    write(tmp_path / "x", "seed1.json", result(1, 90.0))
+    write(tmp_path / "y", "seed1.json", result(1, 99.0))
+    write(tmp_path / "y", "seed2.json", result(2, 92.0))
+    (row,) = tables_of([tmp_path])["main"]
+    assert row["n"] == 2 and row["acc_mean"] == 91.0
+    assert "seed 1 appears twice" in capsys.readouterr().err
+
+
+def test_welch_p_value_against_known_cases():
+    # Two samples with unequal variances; reference p-values from scipy 1.17.1,
+    # scipy.stats.ttest_ind(a, b, equal_var=False) (SciPy is not a dependency: computed once, pasted here).
+    a = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
+    b = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4]
+    import statistics as st
+    p = aggregate.welch_p_value(st.fmean(a), st.variance(a), len(a), st.fmean(b), st.variance(b), len(b))
+    assert p == pytest.approx(0.021378001462866992, rel=1e-10)
+    paper, dense = [95.28, 95.37, 95.13, 95.10, 95.09], [95.30, 95.20, 95.31]
+    p = aggregate.welch_p_value(st.fmean(paper), st.variance(paper), 5, st.fmean(dense), st.variance(dense), 3)
+    assert p == pytest.approx(0.2929443592230083, rel=1e-10)
+    # Non-integer degrees of freedom: 2 * scipy.stats.t.sf(2.5, 3.7).
+    assert aggregate.regularized_incomplete_beta(3.7 / (3.7 + 2.5 ** 2), 3.7 / 2, 0.5) == pytest.approx(
+        0.07182202291182678, rel=1e-10)
+    # Identical means: p = 1; no spread or n = 1: undefined.
+    assert aggregate.welch_p_value(1.0, 0.5, 3, 1.0, 0.5, 3) == pytest.approx(1.0)
+    assert aggregate.welch_p_value(1.0, 0.0, 3, 2.0, 0.0, 3) is None
+    assert aggregate.welch_p_value(1.0, 0.5, 1, 2.0, 0.5, 3) is None
+
+
+def test_incomplete_beta_matches_closed_forms():
+    # I_x(a, 1) = x^a and I_x(1, b) = 1 - (1 - x)^b.
+    for x in (0.01, 0.3, 0.5, 0.9, 0.999):
+        assert aggregate.regularized_incomplete_beta(x, 2.5, 1.0) == pytest.approx(x ** 2.5, rel=1e-12)
+        assert aggregate.regularized_incomplete_beta(x, 1.0, 3.5) == pytest.approx(1 - (1 - x) ** 3.5, rel=1e-12)
+
+
+def test_comparison_against_dense_of_same_recipe(paper_folder):
+    for seed, acc in {42: 95.30, 123: 95.20, 456: 95.31}.items():
+        write(paper_folder / "cifar10" / "dense", f"seed{seed}.json", result(seed, acc, method="dense"))
+    write(paper_folder / "other", "seed1.json", result(1, 80.0, method="dense", epochs=10))  # another recipe
+    (row,) = tables_of([paper_folder])["comparison"]
+    assert row["dense_n"] == 3 and row["dense_acc"] == pytest.approx(95.27)
+    assert row["delta_pp"] == pytest.approx(95.194 - 95.27)
+    assert row["param_reduction"] == pytest.approx(round(0.796 * 11_164_352) / 11_164_352)
+    assert 0.0 < row["welch_p"] < 1.0
+
+
+def test_sweep_sorted_by_sparsity(tmp_path):
+    for target, acc in ((0.9, 93.0), (0.7, 95.0), (0.8, 94.5)):
+        write(tmp_path / f"p{target}", "seed1.json", result(1, acc, target=target))
+    write(tmp_path / "dense", "seed1.json", result(1, 95.3, method="dense"))
+    rows = tables_of([tmp_path])["sweep"]
+    assert [r["method"] for r in rows] == ["dense", "progressive", "progressive", "progressive"]
+    assert [r["target_sparsity"] for r in rows[1:]] == [0.7, 0.8, 0.9]
+
+
+def test_every_format_parses(paper_folder, tmp_path):
+    write(paper_folder / "cifar10" / "dense", "seed42.json", result(42, 95.3, method="dense"))
+    out = tmp_path / "t.csv"
+    assert aggregate.main([str(paper_folder), "--format", "csv", "-o", str(out)]) == 0
+    blocks = out.read_text().split("\n\n")
+    main_rows = list(csv.DictReader(io.StringIO(blocks[0])))
+    assert len(main_rows) == 2 and {r["table"] for r in main_rows} == {"main"}
+    assert float(next(r for r in main_rows if r["method"] == "progressive")["acc_mean"]) == pytest.approx(95.194)
+    assert list(csv.DictReader(io.StringIO(blocks[1])))[0]["table"] == "comparison"
+    assert aggregate.main([str(paper_folder), "--format", "json", "-o", str(tmp_path / "t.json")]) == 0
+    parsed = json.loads((tmp_path / "t.json").read_text())
+    assert {"main", "comparison", "sweep"} == set(parsed["tables"]) and len(parsed["tables"]["main"]) == 2
+    assert aggregate.main([str(paper_folder), "--format", "latex", "-o", str(tmp_path / "t.tex")]) == 0
+    tex = (tmp_path / "t.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"\end{tabular}" in tex and r"95.19 $\pm$ 0.12" in tex
+
+
+def test_plots_are_written(paper_folder, tmp_path):
+    write(paper_folder / "cifar10" / "dense", "seed42.json", result(42, 95.3, method="dense"))
+    assert aggregate.main([str(paper_folder), "--plot", str(tmp_path / "fig")]) == 0
+    for name in ("accuracy_vs_sparsity.png", "training_curves.png"):
+        path = tmp_path / "fig" / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ('{"schema": 1, "dataset": "cifar10"', "not valid JSON"),  # partial write
+    (json.dumps({k: v for k, v in result(1, 90.0).items() if k != "test_accuracy"}), "missing key(s) test_accuracy"),
+    (json.dumps({**result(1, 90.0), "schema": 2}), "unknown schema version 2"),
+])
+def test_bad_files_are_named_and_skipped_or_fatal_when_strict(paper_folder, capsys, content, message):
+    bad = write(paper_folder, "bad.json", content)
+    assert aggregate.main([str(paper_folder)]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: skipping {bad}: {message}" in captured.err and "95.19 ± 0.12" in captured.out
+    assert aggregate.main([str(paper_folder), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert bad in err and message in err and err.count("\n") == 1
+
+
+def test_no_results_is_an_error(tmp_path, capsys):
+    assert aggregate.main([str(tmp_path)]) == 2
+    assert "no result files found" in capsys.readouterr().err
+    assert aggregate.main([str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
