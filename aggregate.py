@@ -121,7 +121,8 @@ def distinguishing_config(groups: list[list[dict]]) -> list[str]:
     keys = [dict(group_key(g[0])) for g in groups]
     shown = {"dataset", "method", "target_sparsity", "script"}
     names = sorted({k for d in keys for k in d} - shown)
-    return [k for k in names if len({d.get(k) for d in keys}) > 1]
+    # A key only some groups have (e.g. the schedule, which dense runs lack) counts only if it varies there.
+    return [k for k in names if len({d[k] for d in keys if k in d}) > 1]
 
 
 def mean_sd(values: list[float], ddof: int) -> tuple[float, float | None]:
@@ -237,6 +238,10 @@ def fmt_acc(mean: float, sd: float | None) -> str:
     return f"{mean:.2f}" if sd is None else f"{mean:.2f} ± {sd:.2f}"
 
 
+def _target(row: dict) -> str:
+    return "–" if row["method"] == "dense" else f"{100 * row['target_sparsity']:.1f}%"
+
+
 def fmt_params(n: float) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
 
@@ -244,7 +249,7 @@ def fmt_params(n: float) -> str:
 def display_rows(name: str, rows: list[dict]) -> list[dict]:
     """Human-readable columns for Markdown and LaTeX."""
     if name == "main":
-        return [{"dataset": r["dataset"], "method": r["method"], "target": f"{100 * r['target_sparsity']:.1f}%",
+        return [{"dataset": r["dataset"], "method": r["method"], "target": _target(r),
                  "sparsity": f"{100 * r['sparsity']:.2f}%", "n": str(r["n"]), "seeds": r["seeds"],
                  "test acc (%)": fmt_acc(r["acc_mean"], r["acc_sd"]),
                  "min–max": f"{r['acc_min']:.2f}–{r['acc_max']:.2f}",
@@ -258,7 +263,7 @@ def display_rows(name: str, rows: list[dict]) -> list[dict]:
                                f"(-{100 * r['param_reduction']:.1f}%)",
                  "Welch p": "–" if r["welch_p"] is None else f"{r['welch_p']:.3g}", "config": r["config"]}
                 for r in rows]
-    return [{"dataset": r["dataset"], "method": r["method"], "target": f"{100 * r['target_sparsity']:.1f}%",
+    return [{"dataset": r["dataset"], "method": r["method"], "target": _target(r),
              "sparsity": f"{100 * r['sparsity']:.2f}%", "n": str(r["n"]),
              "test acc (%)": fmt_acc(r["acc_mean"], r["acc_sd"]), "config": r["config"]} for r in rows]
 
@@ -336,15 +341,15 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")  # headless; set here, not at import, so importing this module changes nothing
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (integer epoch ticks)
 
     os.makedirs(folder, exist_ok=True)
     datasets = sorted({s["dataset"] for s in summaries})
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         for s in (s for s in summaries if s["dataset"] == dataset):
-            label = f"{s['method']}" + (f" ({s['config']})" if s["config"] else "")
             ax.errorbar(100 * s["sparsity"], s["acc_mean"], yerr=s["acc_sd"] or 0.0, fmt="o", capsize=4,
-                        label=f"{label}, n={s['n']}")
+                        label=f"{_label(s)}, n={s['n']}")
         ax.set(title=dataset, xlabel="sparsity of prunable weights (%)", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -355,20 +360,25 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
 
     fig, (ax_acc, ax_sp) = plt.subplots(1, 2, figsize=(11, 4))
     for s in summaries:
-        label = f"{s['dataset']} {s['method']}" + (f" {100 * s['target_sparsity']:.1f}%" if s["method"] != "dense" else "")
-        label += f" ({s['config']})" if s["config"] else ""
         for ax, key in ((ax_acc, "val_accuracy"), (ax_sp, "sparsity")):
-            _band(ax, [r["history"] for r in s["runs"] if "history" in r], key, label, scale=100 if key == "sparsity" else 1)
+            histories = [r["history"] for r in s["runs"] if "history" in r]
+            _band(ax, histories, key, f"{s['dataset']} {_label(s)}", scale=100 if key == "sparsity" else 1)
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy (mean ± sd)")
     ax_sp.set(xlabel="epoch", ylabel="sparsity (%)", title="sparsity during training")
     for ax in (ax_acc, ax_sp):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     paths.append(os.path.join(folder, "training_curves.png"))
     fig.tight_layout()
     fig.savefig(paths[1], dpi=120)
     plt.close(fig)
     return paths
+
+
+def _label(s: dict) -> str:
+    label = s["method"] if s["method"] == "dense" else f"{s['method']} {100 * s['target_sparsity']:.1f}%"
+    return label + (f" ({s['config']})" if s["config"] else "")
 
 
 def _band(ax, histories: list[list[dict]], key: str, label: str, scale: float) -> None:

@@ -384,7 +384,8 @@ def write_result(model, run_model, params, d, config, state, paths, device, prec
     history = state["history"]
     with_val = [r for r in history if r["val_accuracy"] is not None]
     best = max(with_val, key=lambda r: r["val_accuracy"]) if with_val else None
-    n_prunable = sum(getattr(m, n + "_orig", getattr(m, n)).numel() for m, n in params)
+    per_layer = pruning.sparsity_report(model, params)
+    n_prunable = sum(row["total"] for row in per_layer)
     result = {
         "schema": SCHEMA, "script": config["script"], "dataset": config["dataset"], "method": config["method"],
         "seed": config["seed"], "target_sparsity": config.get("target_sparsity", 0.0),
@@ -393,8 +394,8 @@ def write_result(model, run_model, params, d, config, state, paths, device, prec
         "best_val_accuracy": best["val_accuracy"] if best else None,
         "best_val_epoch": best["epoch"] if best else None,
         "params_total": sum(p.numel() for p in model.parameters()), "params_prunable": n_prunable,
-        "params_nonzero": sum(r["nonzero"] for r in pruning.sparsity_report(model, params)),
-        "per_layer": pruning.sparsity_report(model, params), "epochs": config["epochs"], "history": history,
+        "params_nonzero": sum(row["nonzero"] for row in per_layer),
+        "per_layer": per_layer, "epochs": config["epochs"], "history": history,
         "config": config, "wall_time_s": state["wall_time_s"], "device": describe_device(device),
         "precision": precision, "losses": "train: with label smoothing; val/test: plain cross-entropy",
         "versions": {"python": platform.python_version(), "torch": torch.__version__,

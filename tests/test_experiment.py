@@ -83,6 +83,12 @@ def test_train_dense_end_to_end(cifar10_root, tmp_path):
     check_result(result, epochs=2)
     assert result["method"] == "dense" and result["final_sparsity"] == 0.0
     assert result["params_nonzero"] == result["params_prunable"]
+    # Dense and pruned runs differ in the pruning only: same init, data and batches, so their first
+    # (still dense) epoch is identical.
+    assert run("cifar10", *tiny(cifar10_root, tmp_path)) == 0
+    pruned = read_json(tmp_path / "cifar10" / "progressive-0.796" / "seed42.json")
+    first = lambda r: {k: v for k, v in r["history"][0].items() if k != "seconds"}  # noqa: E731
+    assert first(pruned) == first(result)
 
 
 def test_cubic_schedule_reaches_the_target(mnist_idx_dir, tmp_path):
