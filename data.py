@@ -256,7 +256,7 @@ def crop_flip_rotate(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, fli
     xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, w, device=dev)
     grid_y, grid_x = (t.reshape(1, h * w) for t in torch.meshgrid(ys, xs, indexing="ij"))  # pixel centres
     if degrees is None:
-        col, row, valid = grid_x + (w - 1) * 0.5, grid_y + (h - 1) * 0.5, None
+        col, row, inside = grid_x + (w - 1) * 0.5, grid_y + (h - 1) * 0.5, None
     else:
         # The inverse rotation, in pixel units about the centre, normalised to [-1, 1] and rounded to the
         # nearest pixel exactly as grid_sample(mode="nearest", align_corners=False) does (torchvision's rotate).
@@ -265,14 +265,20 @@ def crop_flip_rotate(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, fli
         col = ((grid_x * cos - grid_y * sin) / (0.5 * w) + 1.0).mul_(w).sub_(1.0).div_(2.0).round_()
         row = ((grid_x * sin + grid_y * cos) / (0.5 * h) + 1.0).mul_(h).sub_(1.0).div_(2.0).round_()
         col_in, row_in = col.clamp(0.0, w - 1.0), row.clamp(0.0, h - 1.0)
-        valid = ((col == col_in) & (row == row_in)).to(x.dtype).view(b, 1, h, w)  # else from outside: 0
+        inside = (col == col_in) & (row == row_in)  # else the pixel comes from outside the crop: 0
         col, row = col_in, row_in
     col = col + flip.to(col.dtype).view(b, 1) * (w - 1 - 2 * col)  # mirror the crop's columns
-    pw = w + 2 * padding
-    index = (row + top.to(row.dtype).view(b, 1)) * pw + col + left.to(col.dtype).view(b, 1)
-    padded = F.pad(x, (padding,) * 4).reshape(b, c, -1) if padding else x.reshape(b, c, -1)
-    out = padded.gather(2, index.long().view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
-    return out if valid is None else out.mul_(valid)
+    # Back to the unpadded input: pixels that fall in the zero padding are masked instead of gathered.
+    col = col + (left.to(col.dtype).view(b, 1) - padding)
+    row = row + (top.to(row.dtype).view(b, 1) - padding)
+    if padding:
+        col_in, row_in = col.clamp(0.0, w - 1.0), row.clamp(0.0, h - 1.0)
+        in_image = (col == col_in) & (row == row_in)
+        inside = in_image if inside is None else inside & in_image
+        col, row = col_in, row_in
+    index = (row * w + col).long().view(b, 1, h * w).expand(b, c, h * w)
+    out = x.reshape(b, c, h * w).gather(2, index).view(b, c, h, w)
+    return out if inside is None else out.mul_(inside.to(x.dtype).view(b, 1, h, w))
 
 
 def _blend(x: torch.Tensor, other: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
@@ -323,9 +329,6 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return ramp.mul_(delta.unsqueeze(1)).neg_().add_(v.unsqueeze(1))
 
 
-JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)  # factor columns, in order
-
-
 def sample_jitter_params(b: int, gen: torch.Generator, brightness: float = 0.2, contrast: float = 0.2,
                          saturation: float = 0.2, hue: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """ColorJitter's per-image parameters: factors (B, 4) for brightness, contrast, saturation, hue, and the
@@ -354,7 +357,7 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) ->
         gray = _grayscale(x)
         other = gray * use_gray[:, slot].view(b, 1, 1, 1)
         other += gray.mean(dim=(1, 2, 3), keepdim=True) * use_mean[:, slot].view(b, 1, 1, 1)
-        x = torch.lerp(other.expand_as(x), x, f[:, slot].view(b, 1, 1, 1)).clamp_(0.0, 1.0)
+        x = _blend(x, other, f[:, slot])
         idx = torch.nonzero(order[:, slot] == 3).squeeze(1)
         if idx.numel():
             x[idx] = adjust_hue(x[idx], factors[idx, 3])  # x is this slot's fresh blend output
