@@ -123,7 +123,7 @@ def _kth_smallest_value(scores: torch.Tensor, k: int, sample_size: int = 65536) 
 
 
 def _kthvalue(values: torch.Tensor, k: int) -> torch.Tensor:
-    if values.device.type == "mps":  # no kthvalue kernel on MPS: rank on the CPU
+    if values.device.type == "mps":  # torch < 2.9 has no kthvalue kernel on MPS: rank on the CPU
         return torch.kthvalue(values.cpu(), k).values.to(values.device)
     return torch.kthvalue(values, k).values
 
