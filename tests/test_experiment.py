@@ -235,3 +235,11 @@ def test_real_fashion_mnist_training_beats_chance(tmp_path):
     result = read_json(tmp_path / "fashion-mnist" / "progressive-0.744" / "seed42.json")
     assert result["test_accuracy"] > 60.0  # chance is 10%; measured 76.9% with this config on the CPU
     assert result["params_prunable"] - result["params_nonzero"] == round(0.744 * result["params_prunable"])
+
+
+def test_bf16_autocast_path_runs_on_cpu(mnist_idx_dir, tmp_path):
+    # The CUDA default (bf16 autocast) exercised on the CPU, so the path is tested without a GPU.
+    assert run("mnist", *tiny(mnist_idx_dir, tmp_path, "--precision", "bf16")) == 0
+    result = read_json(tmp_path / "mnist" / "progressive-0.744" / "seed42.json")
+    check_result(result, epochs=2)
+    assert result["precision"] == "bf16"
