@@ -317,8 +317,9 @@ def train(config: dict) -> int:
         if diff:
             raise UsageError(f"{paths['result']} holds a finished run with a different config ({diff}); "
                              f"use another --out, or --force to replace it")
-        print(f"{paths['result']} is finished (test accuracy {finished['test_accuracy']:.2f}%); "
-              f"skipping. Pass --force to run it again.")
+        acc = finished.get("test_accuracy")
+        acc_text = f"{acc:.2f}%" if isinstance(acc, (int, float)) else "unknown"
+        print(f"{paths['result']} is finished (test accuracy {acc_text}); skipping. Pass --force to run it again.")
         return 0
     device = pick_device(config["device"])
     precision = ("bf16" if device.type == "cuda" else "fp32") if config["precision"] == "auto" else config["precision"]
@@ -386,15 +387,16 @@ def write_result(model, run_model, params, d, config, state, paths, device, prec
     best = max(with_val, key=lambda r: r["val_accuracy"]) if with_val else None
     per_layer = pruning.sparsity_report(model, params)
     n_prunable = sum(row["total"] for row in per_layer)
+    n_nonzero = sum(row["nonzero"] for row in per_layer)
     result = {
         "schema": SCHEMA, "script": config["script"], "dataset": config["dataset"], "method": config["method"],
         "seed": config["seed"], "target_sparsity": config.get("target_sparsity", 0.0),
-        "final_sparsity": pruning.global_sparsity(params),
+        "final_sparsity": (n_prunable - n_nonzero) / n_prunable,  # measured from the masks
         "test_accuracy": test_acc, "test_loss": test_loss,
         "best_val_accuracy": best["val_accuracy"] if best else None,
         "best_val_epoch": best["epoch"] if best else None,
         "params_total": sum(p.numel() for p in model.parameters()), "params_prunable": n_prunable,
-        "params_nonzero": sum(row["nonzero"] for row in per_layer),
+        "params_nonzero": n_nonzero,
         "per_layer": per_layer, "epochs": config["epochs"], "history": history,
         "config": config, "wall_time_s": state["wall_time_s"], "device": describe_device(device),
         "precision": precision, "losses": "train: with label smoothing; val/test: plain cross-entropy",
@@ -409,7 +411,7 @@ def write_result(model, run_model, params, d, config, state, paths, device, prec
     write_json(paths["result"], result)
     os.remove(paths["checkpoint"])
     print(f"test accuracy {test_acc:.2f}% at sparsity {100 * result['final_sparsity']:.2f}% "
-          f"({result['params_nonzero']:,}/{n_prunable:,} prunable weights nonzero); wrote {paths['result']}")
+          f"({n_nonzero:,}/{n_prunable:,} prunable weights nonzero); wrote {paths['result']}")
 
 
 def describe_device(device: torch.device) -> str:
