@@ -220,7 +220,7 @@ def prepare_data(
         test=(on(splits["test"][0]), on(splits["test"][1])),
         in_channels=spec.in_channels,
         train_transform=train_transform,
-        eval_transform=lambda x: normalize(to_float(x), spec.mean, spec.std),
+        eval_transform=lambda x: normalize(to_float(x), spec.mean, spec.std, inplace=True),
     )
 
 
@@ -231,10 +231,10 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
-def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], inplace: bool = False) -> torch.Tensor:
     mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x - mean_t) / std_t
+    return (x.sub_(mean_t) if inplace else x - mean_t).div_(std_t)
 
 
 def crop_flip_rotate(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
@@ -310,22 +310,27 @@ def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rotate hue by ``shift`` (fraction of a turn, per image) in HSV space; saturation and value are kept.
 
-    Float arithmetic only: boolean masks, torch.where and integer remainders are several times slower on CPU.
+    Float arithmetic only, mostly in place: boolean masks, torch.where, integer remainders and fresh
+    image-sized allocations are each several times slower than an in-place float op on CPU.
     """
     r, g, b = x.unbind(1)
     v = x.amax(1)
-    delta = v - x.amin(1)  # = v * s
+    delta = x.amin(1).neg_().add_(v)  # = v * s
     # Which channel holds the max picks the sector offset (0, 2, 4) and numerator; ties go r, then g, as in
-    # torchvision. Indicators as floats: v >= every channel, so 1 - sign(v - c) is 1 exactly when c == v.
-    is_r = 1.0 - torch.sign(v - r)
-    is_g = (1.0 - is_r) * (1.0 - torch.sign(v - g))
-    is_b = 1.0 - is_r - is_g
-    numerator = is_r * (g - b) + is_g * (b - r) + is_b * (r - g)  # 0 for grey pixels: hue 0, no 0/0
-    h6 = numerator / delta.clamp_min(1e-12) + 2.0 * is_g + 4.0 * is_b + 6.0 * shift.view(-1, 1, 1)
+    # torchvision. As floats: v >= every channel, so sign(v - c) is 0 exactly when c is the max.
+    s_r = torch.sub(v, r).sign_()
+    s_g = torch.sub(v, g).sign_()
+    is_b = s_r * s_g  # neither r nor g is the max
+    is_g = s_r - is_b  # r is not, g is
+    is_r = s_r.neg_().add_(1.0)
+    numerator = torch.sub(g, b).mul_(is_r)  # 0 for grey pixels: hue 0 as in torchvision, and no 0/0
+    numerator.addcmul_(torch.sub(b, r), is_g).addcmul_(torch.sub(r, g), is_b)
+    h6 = numerator.div_(delta.clamp_min(1e-12)).add_(is_g, alpha=2.0).add_(is_b, alpha=4.0)
+    h6.add_(6.0 * shift.view(-1, 1, 1))  # hue in sixths of a turn, shifted
     # HSV -> RGB in closed form: channel n (r=5, g=3, b=1) is v - v*s*clamp(min(k, 4 - k), 0, 1), k=(n+h6)%6.
     k = torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1) + h6.unsqueeze(1)
-    k = k.sub_(6.0 * torch.floor(k / 6.0))
-    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    k.sub_(torch.div(k, 6.0).floor_().mul_(6.0))
+    ramp = torch.minimum(k, torch.rsub(k, 4.0), out=k).clamp_(0.0, 1.0)
     return ramp.mul_(delta.unsqueeze(1)).neg_().add_(v.unsqueeze(1))
 
 
@@ -353,26 +358,28 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) ->
     # Per (image, slot) blend parameters, computed once for all four slots.
     f = torch.where(order < 3, factors.gather(1, order.clamp_max(2)), 1.0).to(x.dtype)
     use_gray, use_mean = (order == 2).to(x.dtype), (order == 1).to(x.dtype)
+    x = x.clone()  # then every blend and hue shift below works in place
     for slot in range(4):
         gray = _grayscale(x)
-        other = gray * use_gray[:, slot].view(b, 1, 1, 1)
-        other += gray.mean(dim=(1, 2, 3), keepdim=True) * use_mean[:, slot].view(b, 1, 1, 1)
-        x = _blend(x, other, f[:, slot])
+        mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+        other = gray.mul_(use_gray[:, slot].view(b, 1, 1, 1)).add_(mean * use_mean[:, slot].view(b, 1, 1, 1))
+        # f * x + (1 - f) * other, as x + (1 - f) * (other - x): exactly x when f = 1.
+        x.lerp_(other.expand_as(x), (1.0 - f[:, slot]).view(b, 1, 1, 1)).clamp_(0.0, 1.0)
         idx = torch.nonzero(order[:, slot] == 3).squeeze(1)
         if idx.numel():
-            x[idx] = adjust_hue(x[idx], factors[idx, 3])  # x is this slot's fresh blend output
+            x[idx] = adjust_hue(x[idx], factors[idx, 3])
     return x
 
 
-def erase(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+def erase(x: torch.Tensor, boxes: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Zero the box (top, left, height, width) of each image; a box of height 0 erases nothing."""
     _, _, h, w = x.shape
     top, left, bh, bw = (v.view(-1, 1).to(x.device) for v in boxes.unbind(1))
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     in_rows = ((rows >= top) & (rows < top + bh)).to(x.dtype)  # (B, H): small, so bool ops are cheap here
     in_cols = ((cols >= left) & (cols < left + bw)).to(x.dtype)
-    keep = 1.0 - in_rows.unsqueeze(2) * in_cols.unsqueeze(1)
-    return x * keep.unsqueeze(1)
+    keep = (1.0 - in_rows.unsqueeze(2) * in_cols.unsqueeze(1)).unsqueeze(1)
+    return x.mul_(keep) if inplace else x * keep
 
 
 def sample_erasing_boxes(b: int, h: int, w: int, gen: torch.Generator, p: float = 0.5,
@@ -418,8 +425,8 @@ class CifarTrainAugment:
         degrees = _uniform(b, -self.degrees, self.degrees, gen)
         x = crop_flip_rotate(x, top, left, flip, degrees, self.padding)
         x = color_jitter(x, *sample_jitter_params(b, gen))
-        x = erase(x, sample_erasing_boxes(b, h, w, gen))
-        return normalize(x, self.mean, self.std)
+        x = erase(x, sample_erasing_boxes(b, h, w, gen), inplace=True)  # x is this call's own tensor here
+        return normalize(x, self.mean, self.std, inplace=True)
 
 
 class DigitsTrainAugment:
@@ -436,7 +443,7 @@ class DigitsTrainAugment:
         if self.hflip:
             zeros = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
             x = crop_flip_rotate(x, zeros, zeros, flips.to(images.device))
-        return normalize(x, self.mean, self.std)
+        return normalize(x, self.mean, self.std, inplace=True)  # x is this call's own tensor
 
 
 # ----------------------------------------------------------------------------------------------------------
