@@ -410,8 +410,14 @@ def build_tables(results: list[dict], ddof: int) -> tuple[list[dict], dict[str, 
     return summaries, tables
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit code 2, instead of usage + error
+        print(f"aggregate.py: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", help="result folders (searched recursively) or JSON files")
     parser.add_argument("--ddof", type=int, choices=(0, 1), default=1,
                         help="sd convention: 1 = sample sd (default), 0 = population sd (the paper's notebooks)")

@@ -193,3 +193,10 @@ def test_no_results_is_an_error(tmp_path, capsys):
     assert "no result files found" in capsys.readouterr().err
     assert aggregate.main([str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_flags_are_one_line_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        aggregate.main(["results", "--ddof", "3"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--ddof: invalid choice: 3" in err and err.count("\n") == 1
