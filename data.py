@@ -264,27 +264,34 @@ def crop_flip_rotate(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, fli
         cos, sin = (t.float().to(dev).view(b, 1) for t in (torch.cos(theta), torch.sin(theta)))
         col = ((grid_x * cos - grid_y * sin) / (0.5 * w) + 1.0).mul_(w).sub_(1.0).div_(2.0).round_()
         row = ((grid_x * sin + grid_y * cos) / (0.5 * h) + 1.0).mul_(h).sub_(1.0).div_(2.0).round_()
-        col_in, row_in = col.clamp(0.0, w - 1.0), row.clamp(0.0, h - 1.0)
-        inside = (col == col_in) & (row == row_in)  # else the pixel comes from outside the crop: 0
-        col, row = col_in, row_in
+        col, row, inside = _clamp_to_image(col, row, h, w)  # outside the crop: 0
     col = col + flip.to(col.dtype).view(b, 1) * (w - 1 - 2 * col)  # mirror the crop's columns
     # Back to the unpadded input: pixels that fall in the zero padding are masked instead of gathered.
     col = col + (left.to(col.dtype).view(b, 1) - padding)
     row = row + (top.to(row.dtype).view(b, 1) - padding)
     if padding:
-        col_in, row_in = col.clamp(0.0, w - 1.0), row.clamp(0.0, h - 1.0)
-        in_image = (col == col_in) & (row == row_in)
+        col, row, in_image = _clamp_to_image(col, row, h, w)
         inside = in_image if inside is None else inside & in_image
-        col, row = col_in, row_in
     index = (row * w + col).long().view(b, 1, h * w).expand(b, c, h * w)
     out = x.reshape(b, c, h * w).gather(2, index).view(b, c, h, w)
     return out if inside is None else out.mul_(inside.to(x.dtype).view(b, 1, h, w))
 
 
-def _blend(x: torch.Tensor, other: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
-    """clamp(f * x + (1 - f) * other, 0, 1) per image; f = 1 returns x exactly."""
+def _clamp_to_image(col: torch.Tensor, row: torch.Tensor, h: int, w: int):
+    """Pixel coordinates clamped into the H x W image, and whether they were inside it already."""
+    col_in, row_in = col.clamp(0.0, w - 1.0), row.clamp(0.0, h - 1.0)
+    return col_in, row_in, (col == col_in) & (row == row_in)
+
+
+def _blend_(x: torch.Tensor, other: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
+    """In place: clamp(f * x + (1 - f) * other, 0, 1) per image, computed as x + (1 - f) * (other - x), so
+    f = 1 leaves x exactly as it was."""
     other = torch.as_tensor(other, dtype=x.dtype, device=x.device).expand_as(x)
-    return torch.lerp(other, x, factor.to(x.dtype).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+    return x.lerp_(other, (1.0 - factor.to(x.dtype)).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
+    return _blend_(x.clone(), other, factor)
 
 
 LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma weights, as PIL and torchvision
@@ -363,8 +370,7 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) ->
         gray = _grayscale(x)
         mean = gray.mean(dim=(1, 2, 3), keepdim=True)
         other = gray.mul_(use_gray[:, slot].view(b, 1, 1, 1)).add_(mean * use_mean[:, slot].view(b, 1, 1, 1))
-        # f * x + (1 - f) * other, as x + (1 - f) * (other - x): exactly x when f = 1.
-        x.lerp_(other.expand_as(x), (1.0 - f[:, slot]).view(b, 1, 1, 1)).clamp_(0.0, 1.0)
+        _blend_(x, other, f[:, slot])
         idx = torch.nonzero(order[:, slot] == 3).squeeze(1)
         if idx.numel():
             x[idx] = adjust_hue(x[idx], factors[idx, 3])
