@@ -25,6 +25,7 @@ does not grow with the number of updates, and a ``torch.compile``-d model stays 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterable, Sequence
 
@@ -34,6 +35,7 @@ from torch.nn.utils import prune
 
 __all__ = [
     "ActiveL1Unstructured",
+    "select_smallest_active",
     "prunable_parameters",
     "attach_masks",
     "global_magnitude_prune",
@@ -54,11 +56,11 @@ class ActiveL1Unstructured(prune.BasePruningMethod):
     r"""Prune the ``amount`` smallest-magnitude entries among those that are still active.
 
     Entries already masked by ``default_mask`` stay masked whatever their value, so masks are
-    cumulative (``new = old AND keep``). Ties at the threshold are broken by position: the entry
-    with the lower flat index is pruned first, so exactly ``amount`` entries are pruned, always the
-    same ones. Works on tensors of any size (``torch.quantile`` refuses more than 2**24 entries;
-    ``torch.kthvalue`` does not) and any floating dtype (ranking is done in float32, which holds
-    bf16/fp16 values exactly).
+    cumulative (``new = old AND keep``). Ranking is :func:`select_smallest_active` on ``|t|``: ties at
+    the threshold go to the lower flat index, so exactly ``amount`` entries are pruned, always the
+    same ones; NaN is pruned last. Works on tensors of any size (``torch.quantile`` refuses more than
+    2**24 entries; ``torch.kthvalue`` does not) and any floating dtype (bf16/fp16 are ranked in
+    float32, which holds them exactly; float64 in float64).
 
     Args:
         amount (int): number of currently active entries to prune (0 <= amount <= active count).
@@ -77,26 +79,58 @@ class ActiveL1Unstructured(prune.BasePruningMethod):
         self.amount = amount
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
-        pruned = default_mask.reshape(-1) == 0
-        n_active = pruned.numel() - int(torch.count_nonzero(pruned))
+        active = default_mask.reshape(-1) != 0
+        n_active = int(torch.count_nonzero(active))
         if self.amount > n_active:
             raise ValueError(f"cannot prune {self.amount} entries: only {n_active} are still active")
-        if self.amount == 0:
-            return default_mask.clone(memory_format=torch.contiguous_format)
-        # Pruned entries get +inf so they are never among the k smallest, whatever their stored value.
-        scores = t.detach().reshape(-1).float().abs().masked_fill_(pruned, math.inf)
-        selected = _k_smallest_with_ties_by_index(scores, self.amount)
+        selected = select_smallest_active(_magnitude(t).reshape(-1), active, self.amount)
         return default_mask.reshape(-1).masked_fill(selected, 0).view_as(default_mask)
 
 
-def _k_smallest_with_ties_by_index(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean vector selecting exactly ``k`` smallest scores (1 <= k <= numel); ties: lowest index first."""
-    threshold = _kth_smallest_value(scores, k)
-    selected = scores < threshold
+def select_smallest_active(scores: torch.Tensor, active: torch.Tensor, k: int) -> torch.Tensor:
+    r"""Boolean vector selecting exactly ``k`` of the ``active`` entries of ``scores``, the smallest ones.
+
+    The one ranking rule of this module, used by :class:`ActiveL1Unstructured` and
+    :func:`global_magnitude_prune`. Inactive entries are never selected, whatever their score (no marker
+    value stands in for them, so an active ``+inf`` is still ranked). NaN ranks above every number,
+    ``+inf`` included (pruned last). Ties are broken by position: the lower index is selected first.
+
+    Args:
+        scores (torch.Tensor): 1-D scores, any floating dtype (compared in that dtype).
+        active (torch.Tensor): 1-D bool, same length: the entries that may be selected.
+        k (int): how many to select, 0 <= k <= number of active entries.
+
+    Returns:
+        torch.Tensor: 1-D bool, True for the ``k`` selected entries.
+
+    Example:
+        >>> s = torch.tensor([float("nan"), 3.0, float("inf"), 1.0, 0.5])
+        >>> select_smallest_active(s, torch.tensor([True, True, True, True, False]), 3).tolist()
+        [False, True, True, True, False]
+    """
+    selected = torch.zeros_like(active)
+    if k <= 0:
+        return selected
+    values = scores[active]
+    is_nan = values.isnan()
+    if bool(is_nan.any()):
+        values = values[~is_nan]
+    if k > values.numel():  # every active number is selected, then NaN entries by position
+        nan_here = active & scores.isnan()
+        selected = active & ~nan_here
+        selected[torch.nonzero(nan_here).squeeze(1)[:k - values.numel()]] = True
+        return selected
+    threshold = _kth_smallest_value(values, k)
+    selected = active & (scores < threshold)
     n_missing = k - int(torch.count_nonzero(selected))  # >= 1: the k-th value itself is not selected yet
-    tied = torch.nonzero(scores == threshold).squeeze(1)
+    tied = torch.nonzero(active & (scores == threshold)).squeeze(1)
     selected[tied[:n_missing]] = True
     return selected
+
+
+def _magnitude(t: torch.Tensor) -> torch.Tensor:
+    """|t| detached, in float32 or wider: bf16/fp16 are exact in float32, float64 keeps its precision."""
+    return t.detach().to(torch.promote_types(t.dtype, torch.float32)).abs()
 
 
 def _kth_smallest_value(scores: torch.Tensor, k: int, sample_size: int = 65536) -> torch.Tensor:
@@ -197,20 +231,25 @@ def global_magnitude_prune(
     parameters: ParameterList,
     sparsity: float,
     optimizer: torch.optim.Optimizer | None = None,
+    importance_scores: dict[tuple[nn.Module, str], torch.Tensor] | None = None,
 ) -> int:
     r"""Prune so that exactly ``round(sparsity * N)`` of the ``N`` entries of all tensors are masked.
 
     ``sparsity`` is the *overall* fraction, not a fraction of what remains. Only active entries are
     ranked, by the current ``|weight_orig|`` (not the masked copy from the last forward, which can be
-    one optimizer step stale). If the tensors are already at or above ``sparsity``, nothing changes:
-    masks never regrow. When masks change, pruned entries of ``weight_orig`` and of every optimizer
-    state tensor shaped like it are set to zero (see :func:`zero_pruned_state`).
+    one optimizer step stale) or by ``importance_scores``, lowest first (:func:`select_smallest_active`:
+    ties to the lower index, NaN last). If the tensors are already at or above ``sparsity``, nothing
+    changes: masks never regrow. When masks change, pruned entries of ``weight_orig`` and of every
+    optimizer state tensor shaped like it are set to zero (see :func:`zero_pruned_state`).
 
     Args:
         parameters (sequence of (nn.Module, str)): the tensors ranked together, e.g. from
             :func:`prunable_parameters`.
         sparsity (float): overall target fraction of masked entries, in [0, 1).
         optimizer (torch.optim.Optimizer, optional): optimizer whose state is masked too.
+        importance_scores (dict, optional): as in ``torch.nn.utils.prune.global_unstructured``:
+            ``{(module, name): tensor shaped like the parameter}``, ranked as given (pass magnitudes
+            for magnitude-like criteria); a tensor without an entry is ranked by ``|weight_orig|``.
 
     Returns:
         int: the number of entries newly pruned by this call.
@@ -224,27 +263,29 @@ def global_magnitude_prune(
         (75, 45)
         >>> global_sparsity(params)
         0.8
+        >>> lin = nn.Linear(3, 1); scores = {(lin, "weight"): torch.tensor([[3.0, 1.0, 2.0]])}
+        >>> _ = global_magnitude_prune([(lin, "weight")], 0.34, importance_scores=scores); lin.weight_mask
+        tensor([[1., 0., 1.]])
     """
     parameters = attach_masks(parameters)
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    scores_of = _validate_scores(parameters, importance_scores)
     masks = [getattr(m, n + "_mask") for m, n in parameters]
-    origs = [getattr(m, n + "_orig") for m, n in parameters]
     with torch.no_grad():
-        pruned = [mask.reshape(-1) == 0 for mask in masks]
         n_total = sum(mask.numel() for mask in masks)
-        n_new = round(sparsity * n_total) - sum(int(torch.count_nonzero(p)) for p in pruned)
+        n_new = round(sparsity * n_total) - sum(mask.numel() - int(torch.count_nonzero(mask)) for mask in masks)
         if n_new <= 0:
             return 0
-        # The same ranking as ActiveL1Unstructured.compute_mask on the concatenation, but the masks are
-        # updated in place, layer by layer, without building flat mask copies (fewer 45 MB passes).
-        device = origs[0].device
-        scores = torch.cat([w.detach().reshape(-1).to(device) for w in origs]).float().abs_()
-        sizes = [mask.numel() for mask in masks]
-        for part, p in zip(scores.split(sizes), pruned):
-            part.masked_fill_(p.to(device), math.inf)  # pruned entries are never ranked again
-        selected = _k_smallest_with_ties_by_index(scores, n_new)
-        for (module, name), mask, sel in zip(parameters, masks, selected.split(sizes)):
+        # One ranking over the concatenation, in the widest dtype present (float64 stays float64); the
+        # masks are then updated in place, layer by layer.
+        device = masks[0].device
+        parts = [scores_of(m, n).reshape(-1).to(device) for m, n in parameters]
+        dtype = functools.reduce(torch.promote_types, (p.dtype for p in parts))
+        scores = torch.cat([p.to(dtype) for p in parts])
+        active = torch.cat([mask.reshape(-1).to(device) != 0 for mask in masks])
+        selected = select_smallest_active(scores, active, n_new)
+        for (module, name), mask, sel in zip(parameters, masks, selected.split([m.numel() for m in masks])):
             # In place: the forward pre-hook and any compiled graph read this very buffer.
             mask.masked_fill_(sel.view_as(mask).to(mask.device), 0)
             # Refresh the masked view now so `module.weight` is current before the next forward. Without
@@ -252,6 +293,25 @@ def global_magnitude_prune(
             setattr(module, name, getattr(module, name + "_orig") * mask)
     zero_pruned_state(parameters, optimizer)
     return n_new
+
+
+def _validate_scores(parameters: list[tuple[nn.Module, str]], importance_scores: dict | None):
+    """A function (module, name) -> scores tensor: the given one, or |weight_orig|; bad keys/shapes raise."""
+    importance_scores = dict(importance_scores or {})
+    known = {(id(m), n): (m, n) for m, n in parameters}
+    for key, value in importance_scores.items():
+        if not (isinstance(key, tuple) and len(key) == 2 and (id(key[0]), key[1]) in known):
+            raise ValueError(f"importance_scores has a key that is not one of the parameters: {key!r:.80}")
+        shape = getattr(key[0], key[1] + "_orig").shape
+        if not torch.is_tensor(value) or value.shape != shape or not value.is_floating_point():
+            raise ValueError(f"importance_scores for {type(key[0]).__name__}.{key[1]} must be a floating tensor "
+                             f"of shape {tuple(shape)}")
+    by_id = {(id(m), n): v for (m, n), v in importance_scores.items()}
+
+    def scores_of(module: nn.Module, name: str) -> torch.Tensor:
+        given = by_id.get((id(module), name))
+        return _magnitude(getattr(module, name + "_orig")) if given is None else given.detach()
+    return scores_of
 
 
 def zero_pruned_state(parameters: ParameterList, optimizer: torch.optim.Optimizer | None = None) -> None:

@@ -369,3 +369,105 @@ def test_sampled_kth_value_falls_back_when_the_band_misses():
     scores = torch.ones(n)
     scores[idx] = 0.0  # the sample sees only zeros, so its band [0, 0] cannot hold the median
     assert pruning._kth_smallest_value(scores, n // 2, sample_size=size).item() == 1.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Custom importance scores and the ranking of non-finite / high-precision values
+
+def test_custom_importance_scores_prune_the_lowest_active_scores_exactly():
+    model = small_cnn()
+    params = pruning.prunable_parameters(model)
+    gen = torch.Generator().manual_seed(3)
+    scores = {(m, n): torch.rand(m.weight.shape, generator=gen) for m, n in params}
+    n_total = sum(m.weight.numel() for m, _ in params)
+    pruning.global_magnitude_prune(params, 0.3, importance_scores=scores)
+    first = masks_of(params)
+    assert n_masked(params) == round(0.3 * n_total)
+    flat = torch.cat([scores[(m, n)].flatten() for m, n in params])
+    mask = torch.cat([mk.flatten() for mk in first])
+    assert flat[mask == 0].max() < flat[mask == 1].min()  # the lowest scores, not the smallest weights
+    # Second call with new scores: only active entries are ranked, even where the pruned ones now score lowest.
+    scores2 = {k: v.clone() for k, v in scores.items()}
+    for (m, n), old in zip(params, first):
+        scores2[(m, n)][old == 0] = -1.0
+    assert pruning.global_magnitude_prune(params, 0.6, importance_scores=scores2) == round(0.6 * n_total) - round(0.3 * n_total)
+    assert n_masked(params) == round(0.6 * n_total)
+    for old, (m, _) in zip(first, params):
+        assert torch.all(m.weight_mask <= old)
+    flat2 = torch.cat([scores2[(m, n)].flatten() for m, n in params])
+    after = torch.cat([m.weight_mask.flatten() for m, _ in params])
+    newly = (mask == 1) & (after == 0)
+    assert flat2[newly].max() <= flat2[after == 1].min()
+
+
+def test_importance_scores_for_some_tensors_rank_the_others_by_magnitude():
+    a, b = nn.Linear(2, 1, bias=False), nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        a.weight.copy_(torch.tensor([[5.0, 6.0]]))
+        b.weight.copy_(torch.tensor([[0.1, 9.0]]))
+    params = [(a, "weight"), (b, "weight")]
+    pruning.global_magnitude_prune(params, 0.5, importance_scores={(a, "weight"): torch.tensor([[0.0, 7.0]])})
+    assert a.weight_mask.tolist() == [[0.0, 1.0]] and b.weight_mask.tolist() == [[0.0, 1.0]]
+
+
+def test_bad_importance_scores_are_refused():
+    lin = nn.Linear(3, 2)
+    other = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="not one of the parameters"):
+        pruning.global_magnitude_prune([(lin, "weight")], 0.5, importance_scores={(other, "weight"): torch.ones(2, 3)})
+    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):
+        pruning.global_magnitude_prune([(lin, "weight")], 0.5, importance_scores={(lin, "weight"): torch.ones(6)})
+
+
+def test_active_plus_inf_weight_never_collides_with_already_pruned_entries():
+    lin = nn.Linear(4, 1, bias=False)
+    params = [(lin, "weight")]
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.1, float("inf"), float("inf"), 0.2]]))
+    assert pruning.global_magnitude_prune(params, 0.5) == 2
+    assert lin.weight_mask.tolist() == [[0.0, 1.0, 1.0, 0.0]]
+    # Next step ranks only the two active +inf entries: exactly one more masked, the lower index.
+    assert pruning.global_magnitude_prune(params, 0.75) == 1
+    assert lin.weight_mask.tolist() == [[0.0, 0.0, 1.0, 0.0]]
+    assert int((lin.weight_mask == 0).sum()) == 3
+
+
+def test_nan_ranks_as_the_largest_and_the_count_is_what_was_masked():
+    lin = nn.Linear(5, 1, bias=False)
+    params = [(lin, "weight")]
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[float("nan"), float("inf"), 1.0, float("nan"), -2.0]]))
+    assert pruning.global_magnitude_prune(params, 0.4) == 2
+    assert lin.weight_mask.tolist() == [[1.0, 1.0, 0.0, 1.0, 0.0]]
+    assert pruning.global_magnitude_prune(params, 0.6) == 1  # +inf before any NaN
+    assert lin.weight_mask.tolist() == [[1.0, 0.0, 0.0, 1.0, 0.0]]
+    assert pruning.global_magnitude_prune(params, 0.8) == 1  # then NaN, lower index first
+    assert lin.weight_mask.tolist() == [[0.0, 0.0, 0.0, 1.0, 0.0]]
+    assert int((lin.weight_mask == 0).sum()) == 4
+    # A NaN score, same rule, through the method class.
+    mask = pruning.ActiveL1Unstructured(amount=2).compute_mask(
+        torch.tensor([float("nan"), 3.0, 1.0]), torch.ones(3))
+    assert mask.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_float64_weights_are_ranked_in_float64():
+    lin = nn.Linear(2, 1, bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1 + 1e-12, 1.0]], dtype=torch.float64))
+    pruning.global_magnitude_prune([(lin, "weight")], 0.5)
+    assert lin.weight_mask.tolist() == [[1.0, 0.0]]  # in float32 both are 1.0 and the tie would prune index 0
+    mask = pruning.ActiveL1Unstructured(amount=1).compute_mask(lin.weight_orig, torch.ones(1, 2, dtype=torch.float64))
+    assert mask.tolist() == [[1.0, 0.0]]
+
+
+def test_select_smallest_active_large_vector_with_inactive_infs():
+    gen = torch.Generator().manual_seed(5)
+    n = 2_000_003  # above the sampled-band threshold
+    scores = torch.randn(n, generator=gen).abs()
+    scores[torch.rand(n, generator=gen) < 0.01] = float("inf")
+    active = torch.rand(n, generator=gen) < 0.6
+    for k in (1, 1000, int(active.sum()) // 2, int(active.sum())):
+        sel = pruning.select_smallest_active(scores, active, k)
+        assert int(sel.sum()) == k and not bool((sel & ~active).any())
+        if k < int(active.sum()):
+            assert scores[sel].max() <= scores[active & ~sel].min()
