@@ -1,10 +1,11 @@
-"""Data and model shared by the training scripts.
+"""Datasets and augmentation shared by the training scripts.
 
-CIFAR-10, MNIST and Fashion-MNIST are loaded once into uint8 tensors (N, C, H, W) on the training device. The
-paper's augmentation runs as batched tensor ops with per-image random parameters from a seeded
-``torch.Generator``, on whatever device the batch is on, so no DataLoader workers or PIL are involved. Each op
-matches ``torchvision.transforms.v2.functional`` on a single image (tests/test_data.py). Throughput against
-torchvision's per-image pipeline: README.md and benchmarks/bench_data.py.
+CIFAR-10, CIFAR-100, MNIST and Fashion-MNIST are each one entry of ``DATASETS``, loaded once into uint8
+tensors (N, C, H, W) on the training device. The paper's augmentation runs as batched tensor ops with
+per-image random parameters from a seeded ``torch.Generator``, on whatever device the batch is on, so no
+DataLoader workers or PIL are involved. Each op matches ``torchvision.transforms.v2.functional`` on a single
+image (tests/test_data.py). Throughput against torchvision's per-image pipeline: README.md and
+benchmarks/bench_data.py.
 
 Differences from the paper's notebooks, on purpose: augmentation runs on float images in [0, 1] (the notebooks
 ran the same ops on PIL uint8 images, rounding between ops), and the validation split is evaluated without
@@ -21,7 +22,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 
@@ -31,20 +31,26 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """One dataset: everything the harness needs to load it, feed it and size the network for it."""
     torchvision_class: str  # name in torchvision.datasets
     in_channels: int
-    mean: tuple[float, ...]  # Normalize() statistics from the paper's notebooks
+    num_classes: int
+    mean: tuple[float, ...]  # Normalize() statistics
     std: tuple[float, ...]
+    augmentation: str  # "cifar": crop/flip/rotate/jitter/erase; "digits": flip only (AUGMENTATIONS below)
+    idx_folder: bool  # MNIST-style: may also be read from a bare folder holding the four IDX files
     train_size: int  # for the synthetic stand-in (--dummy)
     test_size: int
 
 
-DATASETS = {
-    "cifar10": DatasetSpec("CIFAR10", 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50000, 10000),
-    "mnist": DatasetSpec("MNIST", 1, (0.1307,), (0.3081,), 60000, 10000),
-    "fashion-mnist": DatasetSpec("FashionMNIST", 1, (0.1307,), (0.3081,), 60000, 10000),
+DATASETS = {  # mean/std: CIFAR-10 and MNIST from the paper's notebooks; CIFAR-100 the usual training-set values
+    "cifar10": DatasetSpec("CIFAR10", 3, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar", False,
+                           50000, 10000),
+    "cifar100": DatasetSpec("CIFAR100", 3, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar", False,
+                            50000, 10000),
+    "mnist": DatasetSpec("MNIST", 1, 10, (0.1307,), (0.3081,), "digits", True, 60000, 10000),
+    "fashion-mnist": DatasetSpec("FashionMNIST", 1, 10, (0.1307,), (0.3081,), "digits", True, 60000, 10000),
 }
-NUM_CLASSES = 10
 IMAGE_SIZE = 32  # every dataset is fed to the network at 32x32 (MNIST is resized from 28x28 once, at load)
 IDX_FILES = {  # split -> (images, labels), as distributed by LeCun / Zalando and Debian's dataset packages
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -125,7 +131,7 @@ def load_dataset(name: str, data_dir: str, download: bool = True) -> dict[str, t
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)}")
-    idx_files = find_idx_folder_files(data_dir) if DATASETS[name].in_channels == 1 else None
+    idx_files = find_idx_folder_files(data_dir) if DATASETS[name].idx_folder else None
     splits = {}
     for split, train in (("train", True), ("test", False)):
         if idx_files:
@@ -146,7 +152,7 @@ def synthetic_dataset(name: str, seed: int = 0, train_size: int | None = None) -
     splits = {}
     for split, n in (("train", train_size or spec.train_size), ("test", spec.test_size)):
         images = torch.randint(0, 256, (n, spec.in_channels, IMAGE_SIZE, IMAGE_SIZE), generator=gen, dtype=torch.uint8)
-        splits[split] = (images, torch.randint(0, NUM_CLASSES, (n,), generator=gen))
+        splits[split] = (images, torch.randint(0, spec.num_classes, (n,), generator=gen))
     return splits
 
 
@@ -182,6 +188,7 @@ class Data:
     val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
     in_channels: int
+    num_classes: int
     train_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     eval_transform: Callable[[torch.Tensor], torch.Tensor]
 
@@ -208,20 +215,28 @@ def prepare_data(
         keep = balanced_subset(labels, train_subset, seed)
         images, labels = images[keep], labels[keep]
     train_idx, val_idx = split_validation(labels.numel(), val_fraction, seed)
+    check_split("training", labels[train_idx])
+    if val_fraction > 0:
+        check_split("validation", labels[val_idx])
     spec = DATASETS[name]
-    if spec.in_channels == 3:
-        train_transform = CifarTrainAugment(spec.mean, spec.std)
-    else:
-        train_transform = DigitsTrainAugment(spec.mean, spec.std, hflip=hflip_digits)
     on = lambda x: x.to(device)  # noqa: E731
     return Data(
         train=(on(images[train_idx]), on(labels[train_idx])),
         val=(on(images[val_idx]), on(labels[val_idx])),
         test=(on(splits["test"][0]), on(splits["test"][1])),
         in_channels=spec.in_channels,
-        train_transform=train_transform,
+        num_classes=spec.num_classes,
+        train_transform=AUGMENTATIONS[spec.augmentation](spec, hflip_digits),
         eval_transform=lambda x: normalize(to_float(x), spec.mean, spec.std, inplace=True),
     )
+
+
+def check_split(name: str, labels: torch.Tensor) -> None:
+    """A split the run can learn from or be measured on: at least two images of at least two classes."""
+    n_classes = int(labels.unique().numel())
+    if n_classes < 2:
+        raise DataError(f"the {name} split would hold {labels.numel()} image(s) of {n_classes} class(es): use a "
+                        f"larger --train-subset or a smaller --val-fraction")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -495,65 +510,7 @@ def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Model: ResNet-18, CIFAR variant (3x3 stride-1 stem, no max-pool), as in the paper's notebooks.
-
-class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes:  # 1x1-conv projection when the shape changes
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class ResNet18(nn.Module):
-    """ResNet-18 for 32x32 inputs: BasicBlock [2, 2, 2, 2], widths w, 2w, 4w, 8w, global average pool, linear.
-
-    Args:
-        in_channels: 3 for CIFAR-10, 1 for (Fashion-)MNIST.
-        num_classes: size of the classifier.
-        width: base channels (64 in the paper; 8 or 16 make a thin network for CPU experiments).
-
-    Example:
-        >>> sum(p.numel() for p in ResNet18().parameters())
-        11173962
-    """
-
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        layers, in_planes = [], width
-        for i, stride in enumerate((1, 2, 2, 2)):
-            planes = width * 2**i
-            layers.append(nn.Sequential(BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1)))
-            in_planes = planes
-        self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.linear = nn.Linear(in_planes, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # As the paper's notebooks: Kaiming normal (fan_out, relu) for conv and linear weights, BN to identity.
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.linear(out)
+AUGMENTATIONS = {  # DatasetSpec.augmentation -> the training transform for that dataset
+    "cifar": lambda spec, hflip: CifarTrainAugment(spec.mean, spec.std),
+    "digits": lambda spec, hflip: DigitsTrainAugment(spec.mean, spec.std, hflip=hflip),
+}

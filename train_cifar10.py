@@ -11,5 +11,7 @@ examples:
 
 import experiment
 
+SCRIPT = experiment.Script("train_cifar10.py", ("cifar10", "cifar100"), ("progressive",), __doc__)
+
 if __name__ == "__main__":
-    raise SystemExit(experiment.main("train_cifar10.py", ("cifar10",), "progressive", __doc__))
+    raise SystemExit(experiment.main(SCRIPT))

@@ -10,5 +10,8 @@ examples:
 
 import experiment
 
+SCRIPT = experiment.Script("train_dense.py", ("cifar10", "cifar100", "mnist", "fashion-mnist"), ("dense",), __doc__,
+                        dataset_required=True)
+
 if __name__ == "__main__":
-    raise SystemExit(experiment.main("train_dense.py", ("cifar10", "mnist", "fashion-mnist"), "dense", __doc__))
+    raise SystemExit(experiment.main(SCRIPT))

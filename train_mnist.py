@@ -13,5 +13,7 @@ examples:
 
 import experiment
 
+SCRIPT = experiment.Script("train_mnist.py", ("mnist", "fashion-mnist"), ("progressive",), __doc__)
+
 if __name__ == "__main__":
-    raise SystemExit(experiment.main("train_mnist.py", ("mnist", "fashion-mnist"), "progressive", __doc__))
+    raise SystemExit(experiment.main(SCRIPT))

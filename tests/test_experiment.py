@@ -7,27 +7,27 @@ import os
 import pytest
 import torch
 
-import data
 import experiment
 import pruning
+import results
+import train_cifar10
+import train_dense
+import train_mnist
 from conftest import FASHION_MNIST_DIR, write_mnist_idx_folder
+from model import ResNet18
 
-SCRIPTS = {
-    "cifar10": ("train_cifar10.py", ("cifar10",), "progressive"),
-    "mnist": ("train_mnist.py", ("mnist", "fashion-mnist"), "progressive"),
-    "dense": ("train_dense.py", ("cifar10", "mnist", "fashion-mnist"), "dense"),
-}
+SCRIPTS = {"cifar10": train_cifar10.SCRIPT, "mnist": train_mnist.SCRIPT, "dense": train_dense.SCRIPT}
 REQUIRED_KEYS = {
     "schema", "script", "dataset", "method", "seed", "target_sparsity", "final_sparsity", "test_accuracy",
     "test_loss", "best_val_accuracy", "best_val_epoch", "params_total", "params_prunable", "params_nonzero",
     "per_layer", "epochs", "history", "config", "wall_time_s", "device", "versions", "git_commit",
+    "label", "epochs_trained", "rounds", "precision",
 }
-HISTORY_KEYS = {"epoch", "lr", "sparsity", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
+HISTORY_KEYS = set(results.HISTORY_KEYS)
 
 
 def run(script: str, *argv: str) -> int:
-    name, datasets, method = SCRIPTS[script]
-    return experiment.main(name, datasets, method, "", list(argv))
+    return experiment.main(SCRIPTS[script], list(argv))
 
 
 def tiny(data_dir: str, out: str, *extra: str) -> list[str]:
@@ -43,7 +43,9 @@ def read_json(path):
 
 def check_result(result: dict, epochs: int) -> None:
     assert REQUIRED_KEYS <= set(result)
-    assert result["schema"] == 1 and result["epochs"] == epochs and len(result["history"]) == epochs
+    assert result["schema"] == results.SCHEMA and result["epochs"] == epochs
+    assert len(result["history"]) == result["epochs_trained"] == epochs * result["rounds"]
+    assert result["config"]["precision"] in ("fp32", "bf16") and result["config"]["precision"] == result["precision"]
     assert all(HISTORY_KEYS <= set(row) for row in result["history"])
     assert 0.0 <= result["test_accuracy"] <= 100.0 and result["test_loss"] > 0
     assert result["versions"]["torch"] == torch.__version__
@@ -64,7 +66,7 @@ def test_train_cifar10_end_to_end(cifar10_root, tmp_path):
     assert result["history"][-1]["sparsity"] == result["final_sparsity"]  # the last epoch trains at the target
     assert not (folder / "seed42.ckpt.pt").exists()
     # The final model has pruning made permanent: it loads strictly into a plain ResNet-18.
-    plain = data.ResNet18(in_channels=3, width=8)
+    plain = ResNet18(in_channels=3, width=8)
     plain.load_state_dict(torch.load(folder / "seed42.model.pt", weights_only=True))
     zeros = sum(int((m.weight == 0).sum()) for m, _ in pruning.prunable_parameters(plain))
     assert zeros == result["params_prunable"] - result["params_nonzero"]
@@ -94,8 +96,9 @@ def test_train_dense_end_to_end(cifar10_root, tmp_path):
 
 def test_cubic_schedule_reaches_the_target(mnist_idx_dir, tmp_path):
     assert run("mnist", *tiny(mnist_idx_dir, tmp_path, "--schedule", "cubic", "--epochs", "3")) == 0
-    result = read_json(tmp_path / "mnist" / "progressive-0.744" / "seed42.json")
+    result = read_json(tmp_path / "mnist" / "progressive-cubic-0.744" / "seed42.json")  # not the linear run's folder
     check_result(result, epochs=3)
+    assert result["label"] == "progressive-cubic" and result["config"]["schedule"] == "cubic"
     assert result["history"][1]["target_sparsity"] == pytest.approx(0.744 * (1 - 0.5 ** 3))
 
 
@@ -135,30 +138,56 @@ def test_finished_run_is_skipped_and_force_reruns(mnist_idx_dir, tmp_path, capsy
     assert read_json(path)["test_accuracy"] == json.loads(before)["test_accuracy"]  # same seed, same result
 
 
-def test_divergence_stops_with_the_last_good_checkpoint_kept(mnist_idx_dir, tmp_path, monkeypatch, capsys):
+def poison(monkeypatch, at_epoch: int, what: str):
+    """Make epoch ``at_epoch`` (0-based) diverge: NaN weights before training, or NaN weights after it."""
     real_train = experiment.train_one_epoch
 
-    def poison_second_epoch(model, optimizer, criterion, d, config, epoch, device, precision):
-        if epoch == 1:
+    def train(run, epoch):
+        if epoch == at_epoch and what == "before":
             with torch.no_grad():
-                next(model.parameters()).fill_(float("nan"))
-        return real_train(model, optimizer, criterion, d, config, epoch, device, precision)
-    monkeypatch.setattr(experiment, "train_one_epoch", poison_second_epoch)
+                next(run.model.parameters()).fill_(float("nan"))
+        out = real_train(run, epoch)
+        if epoch == at_epoch and what == "after":  # a finite loss, but the weights end non-finite
+            with torch.no_grad():
+                run.model.linear.bias.fill_(float("inf"))
+        return out
+    monkeypatch.setattr(experiment, "train_one_epoch", train)
+
+
+def test_divergence_stops_with_the_last_good_checkpoint_kept(mnist_idx_dir, tmp_path, monkeypatch, capsys):
+    poison(monkeypatch, 1, "before")
     assert run("mnist", *tiny(mnist_idx_dir, tmp_path)) == 1
-    assert "training loss became nan in epoch 2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "training loss became nan in epoch 2" in err and "checkpoint" in err and "after 1 epochs) is kept" in err
     folder = tmp_path / "mnist" / "progressive-0.744"
     assert not (folder / "seed42.json").exists()
     assert torch.load(folder / "seed42.ckpt.pt", weights_only=True)["epoch"] == 1  # epoch 1's, intact
 
 
+def test_non_finite_weights_stop_the_run_and_are_never_checkpointed(mnist_idx_dir, tmp_path, monkeypatch, capsys):
+    poison(monkeypatch, 0, "after")
+    assert run("mnist", *tiny(mnist_idx_dir, tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "in epoch 1" in err and "no checkpoint was written" in err and "is kept" not in err
+    assert not (tmp_path / "mnist" / "progressive-0.744" / "seed42.ckpt.pt").exists()
+
+
 @pytest.mark.parametrize("bad, message", [
-    (["--target-sparsity", "1.0"], "--target-sparsity: must be in [0, 1)"),
-    (["--target-sparsity", "-0.1"], "--target-sparsity: must be in [0, 1)"),
-    (["--epochs", "0"], "--epochs: must be positive"),
-    (["--batch-size", "-4"], "--batch-size: must be positive"),
-    (["--lr", "0"], "--lr: must be positive"),
+    (["--target-sparsity", "1.0"], "--target-sparsity must be in [0, 1)"),
+    (["--target-sparsity", "-0.1"], "--target-sparsity must be in [0, 1)"),
+    (["--epochs", "0"], "--epochs must be positive"),
+    (["--batch-size", "-4"], "--batch-size must be positive"),
+    (["--lr", "0"], "--lr must be positive"),
     (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
     (["--val-fraction", "1.5"], "--val-fraction must be in [0, 1)"),
+    (["--seed", str(2**32)], "--seed must be in [0, 2**32)"),
+    (["--seed", "-1"], "--seed must be in [0, 2**32)"),
+    (["--momentum", "-0.1"], "--momentum must be >= 0"),
+    (["--weight-decay=-1e-4"], "--weight-decay must be >= 0"),
+    (["--label-smoothing", "nan"], "--label-smoothing must be in [0, 1), got nan"),
+    (["--label-smoothing", "1.0"], "--label-smoothing must be in [0, 1)"),
+    (["--lr", "inf"], "--lr must be positive"),
+    (["--train-subset", "20", "--val-fraction", "0.98"], "leaves an empty split"),
 ])
 def test_bad_arguments_are_one_line_errors_and_touch_nothing(mnist_idx_dir, tmp_path, capsys, bad, message):
     assert run("mnist", *tiny(mnist_idx_dir, tmp_path)) == 0
@@ -169,6 +198,16 @@ def test_bad_arguments_are_one_line_errors_and_touch_nothing(mnist_idx_dir, tmp_
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--train-subset", "10", "--val-fraction", "0.1"], "the validation split would hold 1 image(s) of 1 class(es)"),
+    (["--train-subset", "1", "--val-fraction", "0"], "the training split would hold 1 image(s) of 1 class(es)"),
+])
+def test_splits_too_small_to_learn_or_measure_are_refused(mnist_idx_dir, tmp_path, capsys, bad, message):
+    assert run("mnist", *tiny(mnist_idx_dir, tmp_path), *bad) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not list(tmp_path.rglob("*.json"))
 
 
 def test_subset_larger_than_the_data(mnist_idx_dir, tmp_path, capsys):

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-import data
 import pruning
+from model import ResNet18
 
 
 def small_cnn(seed: int = 0) -> nn.Module:
@@ -95,7 +95,7 @@ def test_ranking_uses_current_weight_orig_not_stale_masked_copy():
 
 def test_matches_torch_global_unstructured_on_resnet18():
     torch.manual_seed(0)
-    ours = data.ResNet18().eval()  # the paper's CIFAR ResNet-18: 11,164,352 prunable weights
+    ours = ResNet18().eval()  # the paper's CIFAR ResNet-18: 11,164,352 prunable weights
     ref = copy.deepcopy(ours)
     p_ours, p_ref = pruning.prunable_parameters(ours), pruning.prunable_parameters(ref)
     n_total = sum(m.weight.numel() for m, _ in p_ours)

@@ -1,0 +1,100 @@
+"""What a result file is: its schema, its required keys, how runs group, and reading one file. Torch-free.
+
+experiment.py checks every result against this module before writing it; aggregate.py reads results only
+through it. Files of older schemas are upgraded on reading, each missing field taken at the meaning it had
+when the file was written, so results already on disk keep working.
+"""
+
+from __future__ import annotations
+
+import json
+
+from config import FIELDS, METHOD_FIELDS, RUN_FIELDS
+
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)
+REQUIRED = ("schema", "dataset", "method", "label", "seed", "target_sparsity", "final_sparsity", "test_accuracy",
+            "params_prunable", "params_nonzero", "epochs", "epochs_trained", "precision", "history", "config")
+HISTORY_KEYS = ("round", "epoch", "lr", "sparsity", "target_sparsity", "train_loss", "train_accuracy",
+                "val_loss", "val_accuracy", "seconds")
+# The reference groups of the comparison table: every method is compared with the dense run and with the
+# paper's method of the same recipe (their names are the schema's, not aggregate.py's).
+DENSE, PAPER_METHOD = "dense", "progressive"
+NOT_GROUPING = RUN_FIELDS | {"seed"}  # the seed is what a group averages over
+
+
+class ResultError(Exception):
+    """A file that is not a usable result; one line naming the file and the problem."""
+
+
+def check(result: dict, where: str = "result") -> dict:
+    """Return ``result`` if it has this schema's shape, else raise ResultError naming what is wrong."""
+    if not isinstance(result, dict):
+        raise ResultError(f"{where}: not a result object")
+    missing = [k for k in REQUIRED if k not in result]
+    if missing:
+        raise ResultError(f"{where}: missing key(s) {', '.join(missing)}")
+    if not isinstance(result["test_accuracy"], (int, float)) or not isinstance(result["config"], dict):
+        raise ResultError(f"{where}: test_accuracy must be a number and config an object")
+    bad_rows = [i for i, row in enumerate(result["history"]) if not set(HISTORY_KEYS) <= set(row)]
+    if bad_rows:
+        raise ResultError(f"{where}: history row {bad_rows[0]} lacks one of {', '.join(HISTORY_KEYS)}")
+    return result
+
+
+def upgrade(result: dict) -> dict:
+    """A schema-1 result (the first release: methods dense and progressive) in schema 2, as it meant then."""
+    if not isinstance(result, dict) or result.get("schema") != 1:
+        return result
+    result = dict(result)
+    # Then, config["precision"] was the flag ("auto"); the run used bf16 exactly when auto met CUDA.
+    device = str(result.get("device", ""))
+    precision = result.get("precision") or ("bf16" if device.startswith("cuda") else "fp32")
+    config = upgrade_config(result.get("config") or {}, precision)
+    label = result.get("method", "")
+    if label != DENSE and config.get("schedule") not in (None, "linear"):
+        label += f"-{config['schedule']}"
+    result.update(
+        schema=SCHEMA, config=config, precision=precision, label=label,
+        epochs_trained=result.get("epochs", len(result.get("history", []))),
+        history=[{"round": 0, "target_sparsity": row.get("sparsity"), **row} for row in result.get("history", [])],
+    )
+    return result
+
+
+def upgrade_config(config: dict, precision: str) -> dict:
+    """A schema-1 config (of a result or a checkpoint) with the fields added since at their default (what
+    runs did then) and the precision flag "auto" replaced by the precision the run used."""
+    config = {**{name: f.default for name, f in FIELDS.items()}, **config}
+    if config["precision"] == "auto":
+        config["precision"] = precision
+    return config
+
+
+def read_result(path: str) -> dict:
+    """One result file, upgraded to this schema and checked, with ``_path`` set; or ResultError."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultError(f"{path}: cannot read ({e})") from None
+    except ValueError as e:
+        raise ResultError(f"{path}: not valid JSON ({e}); a partial or interrupted write?") from None
+    if isinstance(result, dict) and result.get("schema") not in READABLE_SCHEMAS:
+        raise ResultError(f"{path}: unknown schema version {result.get('schema')!r} (this version reads "
+                          f"{', '.join(map(str, READABLE_SCHEMAS))})")
+    result = check(upgrade(result), path)
+    result["_path"] = path
+    return result
+
+
+def group_key(result: dict) -> tuple:
+    """What a group of runs shares: the whole recipe, method options included, everything but the seed."""
+    config = {k: v for k, v in result["config"].items() if k not in NOT_GROUPING}
+    config.update(dataset=result["dataset"], method=result["method"], target_sparsity=result["target_sparsity"])
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in config.items()))
+
+
+def recipe_key(result: dict) -> tuple:
+    """What runs of different methods must share to be compared: the group key without the method's options."""
+    return tuple((k, v) for k, v in group_key(result) if k not in METHOD_FIELDS and k != "target_sparsity")
