@@ -59,10 +59,13 @@ class ResNet18(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # As the paper's notebooks: Kaiming normal (fan_out, relu) for conv and linear weights, BN to identity.
+        # As the paper's notebooks: Kaiming normal (fan_out, relu) for conv and linear weights, BN to identity,
+        # the classifier bias zero (PyTorch's default would draw it uniformly).
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
