@@ -1,8 +1,9 @@
-"""Turn per-seed result JSON files into the paper's tables: mean ± sd over seeds, sparse vs dense, sweeps.
+"""Turn per-seed result JSON files into the paper's tables: mean ± sd over seeds, training cost, each method
+against dense and against the paper's method at the same target, sweeps, plots.
 
-Reads only the JSON files the training scripts write (recursively under the given folders). Runs that share
-everything but the seed form a group; runs whose configs differ are never averaged together, and the table
-shows what tells such groups apart.
+Reads only the JSON files the training scripts write (recursively under the given folders), through
+results.py: no torch. Runs that share everything but the seed form a group; runs whose configs differ
+(precision included) are never averaged together, and the table shows what tells such groups apart.
 
 examples:
   python aggregate.py results/
@@ -23,13 +24,8 @@ import statistics
 import sys
 from collections import defaultdict
 
-SCHEMA = 1
-REQUIRED = ("schema", "dataset", "method", "seed", "target_sparsity", "final_sparsity", "test_accuracy",
-            "params_prunable", "params_nonzero", "config")
-# Config entries that never split groups: the seed (what we average over), and where/how a run was done.
-NOT_GROUPING = {"seed", "out", "force", "data_dir", "no_download", "device", "compile"}
-# Entries that differ between a pruned run and its dense baseline by design.
-PRUNING_ONLY = {"method", "script", "target_sparsity", "schedule"}
+import results
+from config import METHOD_FIELDS
 
 
 class AggregateError(Exception):
@@ -52,57 +48,29 @@ def find_result_files(paths: list[str]) -> list[str]:
     return sorted(files)
 
 
-def read_result(path: str) -> dict:
-    """One validated result, or AggregateError naming the file and the problem."""
-    try:
-        with open(path) as f:
-            result = json.load(f)
-    except (OSError, UnicodeDecodeError) as e:
-        raise AggregateError(f"{path}: cannot read ({e})") from None
-    except ValueError as e:
-        raise AggregateError(f"{path}: not valid JSON ({e}); a partial or interrupted write?") from None
-    if not isinstance(result, dict):
-        raise AggregateError(f"{path}: not a result object")
-    missing = [k for k in REQUIRED if k not in result]
-    if missing:
-        raise AggregateError(f"{path}: missing key(s) {', '.join(missing)}")
-    if result["schema"] != SCHEMA:
-        raise AggregateError(f"{path}: unknown schema version {result['schema']!r} (this script reads {SCHEMA})")
-    if not isinstance(result["test_accuracy"], (int, float)) or not isinstance(result["config"], dict):
-        raise AggregateError(f"{path}: test_accuracy must be a number and config an object")
-    result["_path"] = path
-    return result
-
-
 def load_results(paths: list[str], strict: bool) -> list[dict]:
     """Every readable result under ``paths``; bad files are warned about and skipped (or fatal if strict)."""
-    results = []
+    found = []
     for path in find_result_files(paths):
         try:
-            results.append(read_result(path))
-        except AggregateError as e:
+            found.append(results.read_result(path))
+        except results.ResultError as e:
             if strict:
-                raise
+                raise AggregateError(str(e)) from None
             print(f"warning: skipping {e}", file=sys.stderr)
-    if not results:
+    if not found:
         raise AggregateError(f"no result files found under {', '.join(paths)}")
-    return results
+    return found
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Grouping and statistics
 
-def group_key(result: dict) -> tuple:
-    config = {k: v for k, v in result["config"].items() if k not in NOT_GROUPING}
-    config.update(dataset=result["dataset"], method=result["method"], target_sparsity=result["target_sparsity"])
-    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in config.items()))
-
-
-def group_results(results: list[dict]) -> list[list[dict]]:
+def group_results(found: list[dict]) -> list[list[dict]]:
     """Groups of runs identical but for the seed; a duplicated seed is reported and counted once."""
     groups = defaultdict(list)
-    for r in results:
-        groups[group_key(r)].append(r)
+    for r in found:
+        groups[results.group_key(r)].append(r)
     out = []
     for key in sorted(groups):
         seen = {}
@@ -117,12 +85,19 @@ def group_results(results: list[dict]) -> list[list[dict]]:
 
 
 def distinguishing_config(groups: list[list[dict]]) -> list[str]:
-    """The grouping config entries that are not the same in every group (shown so groups can be told apart)."""
-    keys = [dict(group_key(g[0])) for g in groups]
-    shown = {"dataset", "method", "target_sparsity", "script"}
+    """The config entries to show so that groups can be told apart: recipe entries that are not the same in
+    every group, and method options that differ between groups of the same label and target."""
+    keys = [dict(results.group_key(g[0])) for g in groups]
+    labels = [(g[0]["label"], g[0]["target_sparsity"]) for g in groups]
+    shown = {"dataset", "method", "target_sparsity"}
     names = sorted({k for d in keys for k in d} - shown)
-    # A key only some groups have (e.g. the schedule, which dense runs lack) counts only if it varies there.
-    return [k for k in names if len({d[k] for d in keys if k in d}) > 1]
+
+    def varies(k: str, members: list[int]) -> bool:
+        return len({keys[i][k] for i in members if k in keys[i]}) > 1
+    everyone = list(range(len(groups)))
+    same_label = [[i for i in everyone if labels[i] == lab] for lab in set(labels)]
+    return [k for k in names if (varies(k, everyone) if k not in METHOD_FIELDS else
+                                 any(varies(k, members) for members in same_label))]
 
 
 def mean_sd(values: list[float], ddof: int) -> tuple[float, float | None]:
@@ -137,53 +112,27 @@ def summarize(group: list[dict], ddof: int, config_keys: list[str]) -> dict:
     acc = [r["test_accuracy"] for r in group]
     mean, sd = mean_sd(acc, ddof)
     first = group[0]
-    config = dict(group_key(first))
+    config = dict(results.group_key(first))
     return {
-        "dataset": first["dataset"], "method": first["method"], "target_sparsity": first["target_sparsity"],
+        "dataset": first["dataset"], "method": first["method"], "label": first["label"],
+        "target_sparsity": first["target_sparsity"],
         "sparsity": statistics.fmean(r["final_sparsity"] for r in group), "n": len(group),
-        "seeds": [r["seed"] for r in group], "acc_mean": mean, "acc_sd": sd, "acc_min": min(acc),
-        "acc_max": max(acc), "acc_var_sample": statistics.variance(acc) if len(acc) > 1 else None,
-        "nonzero": statistics.fmean(r["params_nonzero"] for r in group), "prunable": first["params_prunable"],
+        "seeds": [r["seed"] for r in group], "acc": acc, "acc_mean": mean, "acc_sd": sd, "acc_min": min(acc),
+        "acc_max": max(acc), "nonzero": statistics.fmean(r["params_nonzero"] for r in group),
+        "prunable": first["params_prunable"], "epochs_trained": statistics.fmean(r["epochs_trained"] for r in group),
         "wall_time_s": statistics.fmean(r.get("wall_time_s") or 0.0 for r in group),
         "config": ", ".join(f"{k}={json.loads(config[k])}" for k in config_keys if k in config),
-        "recipe": tuple((k, v) for k, v in group_key(first) if k not in PRUNING_ONLY),
-        "runs": group,
+        "recipe": results.recipe_key(first), "runs": group,
     }
 
 
-def welch_p_value(m1: float, v1: float, n1: int, m2: float, v2: float, n2: int) -> float | None:
-    """Two-sided p-value of Welch's t-test from means, sample variances and sizes; None if undefined."""
-    se2 = v1 / n1 + v2 / n2
-    if n1 < 2 or n2 < 2 or se2 <= 0:
+def welch_p_value(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test (scipy.stats.ttest_ind, equal_var=False); None if undefined."""
+    if len(a) < 2 or len(b) < 2 or (statistics.variance(a) == 0 and statistics.variance(b) == 0):
         return None
-    t = (m1 - m2) / math.sqrt(se2)
-    df = se2 ** 2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1))
-    return regularized_incomplete_beta(df / (df + t * t), df / 2.0, 0.5)  # = P(|T_df| >= |t|)
-
-
-def regularized_incomplete_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b) by Lentz's continued fraction (converges fast for x < (a+1)/(a+b+2); else by symmetry)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    if x > (a + 1.0) / (a + b + 2.0):
-        return 1.0 - regularized_incomplete_beta(1.0 - x, b, a)
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 500):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            f *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return math.exp(log_front) * f / a
+    from scipy import stats  # deferred: only the comparison needs it
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return None if math.isnan(p) else p
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -191,29 +140,38 @@ def regularized_incomplete_beta(x: float, a: float, b: float) -> float:
 
 def main_table(summaries: list[dict]) -> list[dict]:
     return [{
-        "dataset": s["dataset"], "method": s["method"], "target_sparsity": s["target_sparsity"],
+        "dataset": s["dataset"], "method": s["label"], "target_sparsity": s["target_sparsity"],
         "sparsity": s["sparsity"], "n": s["n"], "seeds": " ".join(map(str, s["seeds"])),
         "acc_mean": s["acc_mean"], "acc_sd": s["acc_sd"], "acc_min": s["acc_min"], "acc_max": s["acc_max"],
-        "nonzero": s["nonzero"], "prunable": s["prunable"], "wall_time_s": s["wall_time_s"], "config": s["config"],
+        "nonzero": s["nonzero"], "prunable": s["prunable"], "epochs_trained": s["epochs_trained"],
+        "wall_time_s": s["wall_time_s"], "config": s["config"],
     } for s in summaries]
 
 
 def comparison_table(summaries: list[dict]) -> list[dict]:
-    """Each pruned group against the dense group of the same dataset and recipe."""
-    dense = {(s["dataset"], s["recipe"]): s for s in summaries if s["method"] == "dense"}
+    """Each pruned group against the dense group and the paper's method at the same target, same recipe."""
+    def reference(s: dict, method: str, label: str, target: float) -> dict | None:
+        return next((o for o in summaries if o["dataset"] == s["dataset"] and o["recipe"] == s["recipe"]
+                     and o["method"] == method and o["label"] == label and o["target_sparsity"] == target), None)
+
     rows = []
     for s in summaries:
-        base = dense.get((s["dataset"], s["recipe"]))
-        if s["method"] == "dense" or base is None:
+        if s["method"] == results.DENSE:
             continue
-        rows.append({
-            "dataset": s["dataset"], "target_sparsity": s["target_sparsity"], "config": s["config"],
-            "sparse_acc": s["acc_mean"], "sparse_n": s["n"], "dense_acc": base["acc_mean"], "dense_n": base["n"],
-            "delta_pp": s["acc_mean"] - base["acc_mean"], "nonzero": s["nonzero"], "prunable": s["prunable"],
-            "param_reduction": 1.0 - s["nonzero"] / s["prunable"],
-            "welch_p": welch_p_value(s["acc_mean"], s["acc_var_sample"] or 0.0, s["n"],
-                                     base["acc_mean"], base["acc_var_sample"] or 0.0, base["n"]),
-        })
+        dense = reference(s, results.DENSE, results.DENSE, 0.0)
+        paper = reference(s, results.PAPER_METHOD, results.PAPER_METHOD, s["target_sparsity"])
+        paper = None if paper is s else paper
+        if dense is None and paper is None:
+            continue
+        row = {"dataset": s["dataset"], "method": s["label"], "target_sparsity": s["target_sparsity"],
+               "config": s["config"], "acc": s["acc_mean"], "n": s["n"], "epochs_trained": s["epochs_trained"],
+               "nonzero": s["nonzero"], "prunable": s["prunable"], "param_reduction": 1.0 - s["nonzero"] / s["prunable"]}
+        for name, ref in ((results.DENSE, dense), (results.PAPER_METHOD, paper)):
+            row[f"{name}_acc"] = ref and ref["acc_mean"]
+            row[f"{name}_n"] = ref and ref["n"]
+            row[f"delta_{name}_pp"] = ref and s["acc_mean"] - ref["acc_mean"]
+            row[f"{name}_welch_p"] = ref and welch_p_value(s["acc"], ref["acc"])
+        rows.append(row)
     return rows
 
 
@@ -224,11 +182,11 @@ def sweep_table(summaries: list[dict]) -> list[dict]:
         by_recipe[(s["dataset"], s["recipe"])].append(s)
     rows = []
     for (dataset, _), members in sorted(by_recipe.items(), key=lambda item: item[0][0]):
-        targets = {s["target_sparsity"] for s in members if s["method"] != "dense"}
+        targets = {s["target_sparsity"] for s in members if s["method"] != results.DENSE}
         if len(targets) < 2:
             continue
-        for s in sorted(members, key=lambda s: s["sparsity"]):
-            rows.append({"dataset": dataset, "method": s["method"], "target_sparsity": s["target_sparsity"],
+        for s in sorted(members, key=lambda s: (s["sparsity"], s["label"])):
+            rows.append({"dataset": dataset, "method": s["label"], "target_sparsity": s["target_sparsity"],
                          "sparsity": s["sparsity"], "n": s["n"], "acc_mean": s["acc_mean"], "acc_sd": s["acc_sd"],
                          "config": s["config"]})
     return rows
@@ -239,11 +197,18 @@ def fmt_acc(mean: float, sd: float | None) -> str:
 
 
 def _target(row: dict) -> str:
-    return "–" if row["method"] == "dense" else f"{100 * row['target_sparsity']:.1f}%"
+    return "–" if row["method"] == results.DENSE else f"{100 * row['target_sparsity']:.1f}%"
 
 
 def fmt_params(n: float) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def _fmt_delta(row: dict, name: str) -> str:
+    if row[f"delta_{name}_pp"] is None:
+        return "–"
+    p = row[f"{name}_welch_p"]
+    return f"{row[f'delta_{name}_pp']:+.2f} (p {'–' if p is None else f'{p:.2g}'})"
 
 
 def display_rows(name: str, rows: list[dict]) -> list[dict]:
@@ -254,21 +219,23 @@ def display_rows(name: str, rows: list[dict]) -> list[dict]:
                  "test acc (%)": fmt_acc(r["acc_mean"], r["acc_sd"]),
                  "min–max": f"{r['acc_min']:.2f}–{r['acc_max']:.2f}",
                  "nonzero / prunable": f"{fmt_params(r['nonzero'])} / {fmt_params(r['prunable'])}",
-                 "wall time": f"{r['wall_time_s'] / 60:.1f} min", "config": r["config"]} for r in rows]
+                 "epochs trained": f"{r['epochs_trained']:g}", "wall time": f"{r['wall_time_s'] / 60:.1f} min",
+                 "config": r["config"]} for r in rows]
     if name == "comparison":
-        return [{"dataset": r["dataset"], "target": f"{100 * r['target_sparsity']:.1f}%",
-                 "sparse acc (n)": f"{r['sparse_acc']:.2f} ({r['sparse_n']})",
-                 "dense acc (n)": f"{r['dense_acc']:.2f} ({r['dense_n']})", "Δ (pp)": f"{r['delta_pp']:+.2f}",
+        return [{"dataset": r["dataset"], "method": r["method"], "target": f"{100 * r['target_sparsity']:.1f}%",
+                 "test acc (n)": f"{r['acc']:.2f} ({r['n']})", "epochs trained": f"{r['epochs_trained']:g}",
+                 f"Δ vs {results.DENSE}, pp (Welch p)": _fmt_delta(r, results.DENSE),
+                 f"Δ vs {results.PAPER_METHOD}, pp (Welch p)": _fmt_delta(r, results.PAPER_METHOD),
                  "parameters": f"{fmt_params(r['prunable'])} → {fmt_params(r['nonzero'])} "
-                               f"(-{100 * r['param_reduction']:.1f}%)",
-                 "Welch p": "–" if r["welch_p"] is None else f"{r['welch_p']:.3g}", "config": r["config"]}
+                               f"(-{100 * r['param_reduction']:.1f}%)", "config": r["config"]}
                 for r in rows]
     return [{"dataset": r["dataset"], "method": r["method"], "target": _target(r),
              "sparsity": f"{100 * r['sparsity']:.2f}%", "n": str(r["n"]),
              "test acc (%)": fmt_acc(r["acc_mean"], r["acc_sd"]), "config": r["config"]} for r in rows]
 
 
-TITLES = {"main": "Test accuracy of the final model over seeds", "comparison": "Pruned vs dense (same recipe)",
+TITLES = {"main": "Test accuracy of the final model over seeds, and training cost",
+          "comparison": f"Against dense and {results.PAPER_METHOD} (same recipe and target)",
           "sweep": "Accuracy vs sparsity"}
 
 
@@ -337,48 +304,58 @@ def _drop_empty_config(rows: list[dict]) -> list[dict]:
 # Plots
 
 def plot_figures(summaries: list[dict], folder: str) -> list[str]:
-    """accuracy_vs_sparsity.png and training_curves.png in ``folder``; returns the paths written."""
+    """accuracy_vs_sparsity.png, accuracy_vs_cost.png and training_curves.png in ``folder``; returns the paths."""
     import matplotlib
     matplotlib.use("Agg")  # headless; set here, not at import, so importing this module changes nothing
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401  (integer epoch ticks)
+    import matplotlib.ticker
 
     os.makedirs(folder, exist_ok=True)
-    datasets = sorted({s["dataset"] for s in summaries})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        for s in (s for s in summaries if s["dataset"] == dataset):
-            ax.errorbar(100 * s["sparsity"], s["acc_mean"], yerr=s["acc_sd"] or 0.0, fmt="o", capsize=4,
-                        label=f"{_label(s)}, n={s['n']}")
-        ax.set(title=dataset, xlabel="sparsity of prunable weights (%)", ylabel="test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    paths = [os.path.join(folder, "accuracy_vs_sparsity.png")]
-    fig.tight_layout()
-    fig.savefig(paths[0], dpi=120)
-    plt.close(fig)
+    paths = []
 
-    fig, (ax_acc, ax_sp) = plt.subplots(1, 2, figsize=(11, 4))
+    def save(fig, name: str) -> None:
+        paths.append(os.path.join(folder, name))
+        fig.tight_layout()
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+
+    datasets = sorted({s["dataset"] for s in summaries})
+    for name, x_of, xlabel in (("accuracy_vs_sparsity.png", lambda s: 100 * s["sparsity"], "sparsity of prunable weights (%)"),
+                               ("accuracy_vs_cost.png", lambda s: s["epochs_trained"], "training cost (epochs trained, all rounds)")):
+        fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
+        for ax, dataset in zip(axes[0], datasets):
+            series = defaultdict(list)  # one line per method variant, through its targets
+            for s in summaries:
+                if s["dataset"] == dataset:
+                    series[_label(s)].append(s)
+            for label, members in sorted(series.items()):
+                members.sort(key=x_of)
+                ax.errorbar([x_of(s) for s in members], [s["acc_mean"] for s in members],
+                            yerr=[s["acc_sd"] or 0.0 for s in members], fmt="o-", capsize=3, markersize=4,
+                            label=f"{label} (n={'/'.join(str(s['n']) for s in members)})")
+            ax.set(title=dataset, xlabel=xlabel, ylabel="test accuracy (%), mean ± sd over seeds")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        save(fig, name)
+
+    fig, (ax_acc, ax_sp) = plt.subplots(1, 2, figsize=(12, 4.5))
     for s in summaries:
-        for ax, key in ((ax_acc, "val_accuracy"), (ax_sp, "sparsity")):
-            histories = [r["history"] for r in s["runs"] if "history" in r]
-            _band(ax, histories, key, f"{s['dataset']} {_label(s)}", scale=100 if key == "sparsity" else 1)
-    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy (mean ± sd)")
-    ax_sp.set(xlabel="epoch", ylabel="sparsity (%)", title="sparsity during training")
+        label = f"{s['dataset']} {_label(s)}" + ("" if s["method"] == results.DENSE else f" {100 * s['target_sparsity']:.1f}%")
+        histories = [r["history"] for r in s["runs"]]
+        _band(ax_acc, histories, "val_accuracy", label, scale=1)
+        _band(ax_sp, histories, "sparsity", label, scale=100)
+    ax_acc.set(xlabel="epoch trained (all rounds)", ylabel="validation accuracy (%)", title="validation accuracy (mean ± sd)")
+    ax_sp.set(xlabel="epoch trained (all rounds)", ylabel="measured sparsity (%)", title="sparsity during training")
     for ax in (ax_acc, ax_sp):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    paths.append(os.path.join(folder, "training_curves.png"))
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=120)
-    plt.close(fig)
+    save(fig, "training_curves.png")
     return paths
 
 
 def _label(s: dict) -> str:
-    label = s["method"] if s["method"] == "dense" else f"{s['method']} {100 * s['target_sparsity']:.1f}%"
-    return label + (f" ({s['config']})" if s["config"] else "")
+    return s["label"] + (f" ({s['config']})" if s["config"] else "")
 
 
 def _band(ax, histories: list[list[dict]], key: str, label: str, scale: float) -> None:
@@ -402,8 +379,8 @@ def _band(ax, histories: list[list[dict]], key: str, label: str, scale: float) -
 
 # ----------------------------------------------------------------------------------------------------------
 
-def build_tables(results: list[dict], ddof: int) -> tuple[list[dict], dict[str, list[dict]]]:
-    groups = group_results(results)
+def build_tables(found: list[dict], ddof: int) -> tuple[list[dict], dict[str, list[dict]]]:
+    groups = group_results(found)
     keys = distinguishing_config(groups)
     summaries = [summarize(g, ddof, keys) for g in groups]
     tables = {"main": main_table(summaries), "comparison": comparison_table(summaries), "sweep": sweep_table(summaries)}
@@ -429,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summaries, tables = build_tables(load_results(args.paths, args.strict), args.ddof)
         note = (f"Mean ± {'sample' if args.ddof == 1 else 'population'} sd (ddof={args.ddof}) over seeds of the "
-                f"final model's test accuracy. Welch's t-test: two-sided, sample variances, exact t distribution "
-                f"(own implementation, no SciPy).")
+                f"final model's test accuracy. Welch's t-test: two-sided, unequal variances (scipy.stats.ttest_ind). "
+                f"Epochs trained: every epoch of every round, the training cost.")
         text = RENDERERS[args.format](tables, note)
         if args.output:
             with open(args.output, "w") as f:

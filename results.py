@@ -16,7 +16,8 @@ READABLE_SCHEMAS = (1, 2)
 REQUIRED = ("schema", "dataset", "method", "label", "seed", "target_sparsity", "final_sparsity", "test_accuracy",
             "params_prunable", "params_nonzero", "epochs", "epochs_trained", "precision", "history", "config")
 HISTORY_KEYS = ("round", "epoch", "lr", "sparsity", "target_sparsity", "train_loss", "train_accuracy",
-                "val_loss", "val_accuracy", "seconds")
+                "val_loss", "val_accuracy", "seconds")  # what the harness writes per epoch
+READ_HISTORY_KEYS = ("round", "epoch", "sparsity", "val_accuracy")  # what a reader may rely on
 # The reference groups of the comparison table: every method is compared with the dense run and with the
 # paper's method of the same recipe (their names are the schema's, not aggregate.py's).
 DENSE, PAPER_METHOD = "dense", "progressive"
@@ -36,9 +37,9 @@ def check(result: dict, where: str = "result") -> dict:
         raise ResultError(f"{where}: missing key(s) {', '.join(missing)}")
     if not isinstance(result["test_accuracy"], (int, float)) or not isinstance(result["config"], dict):
         raise ResultError(f"{where}: test_accuracy must be a number and config an object")
-    bad_rows = [i for i, row in enumerate(result["history"]) if not set(HISTORY_KEYS) <= set(row)]
+    bad_rows = [i for i, row in enumerate(result["history"]) if not set(READ_HISTORY_KEYS) <= set(row)]
     if bad_rows:
-        raise ResultError(f"{where}: history row {bad_rows[0]} lacks one of {', '.join(HISTORY_KEYS)}")
+        raise ResultError(f"{where}: history row {bad_rows[0]} lacks one of {', '.join(READ_HISTORY_KEYS)}")
     return result
 
 
@@ -56,7 +57,8 @@ def upgrade(result: dict) -> dict:
         label += f"-{config['schedule']}"
     result.update(
         schema=SCHEMA, config=config, precision=precision, label=label,
-        epochs_trained=result.get("epochs", len(result.get("history", []))),
+        epochs=result.get("epochs", config.get("epochs")),
+        epochs_trained=result.get("epochs", config.get("epochs")),  # one cycle: every epoch was trained
         history=[{"round": 0, "target_sparsity": row.get("sparsity"), **row} for row in result.get("history", [])],
     )
     return result

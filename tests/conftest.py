@@ -62,6 +62,33 @@ def write_cifar10_batches(root: str, n_per_batch: int = 40, n_test: int = 100) -
     return root
 
 
+def write_cifar100_pickles(root: str, n_train: int = 300, n_test: int = 100) -> str:
+    """CIFAR-100's python pickles (cifar-100-python/train, test, meta) under root, 100 fine classes."""
+    folder = os.path.join(root, "cifar-100-python")
+    os.makedirs(folder, exist_ok=True)
+    for name, n, seed in (("train", n_train, 20), ("test", n_test, 21)):
+        images, _ = class_patterned_images(n, 3, 32, seed)
+        fine = np.random.default_rng(seed).permutation(np.arange(n) % 100)
+        entry = {"data": images.reshape(n, 3 * 32 * 32), "fine_labels": fine.tolist(),
+                 "coarse_labels": (fine // 5).tolist(), "batch_label": name,
+                 "filenames": [f"{name}_{j}.png" for j in range(n)]}
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump(entry, f)
+    with open(os.path.join(folder, "meta"), "wb") as f:
+        pickle.dump({"fine_label_names": [f"fine{i}" for i in range(100)],
+                     "coarse_label_names": [f"coarse{i}" for i in range(20)]}, f)
+    return root
+
+
+@pytest.fixture
+def cifar100_root(tmp_path, monkeypatch):
+    """A tiny CIFAR-100 in torchvision's layout (MD5 check bypassed, as for cifar10_root)."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *args, **kwargs: True)
+    return write_cifar100_pickles(str(tmp_path / "data100"))
+
+
 @pytest.fixture
 def cifar10_root(tmp_path, monkeypatch):
     """A tiny CIFAR-10 in torchvision's layout. torchvision checks each file's MD5 against the real

@@ -30,6 +30,17 @@ def test_cifar10_pickles_load_through_torchvision(cifar10_root):
     assert bool((x[0, :, row, :] == 230).all())
 
 
+def test_cifar100_pickles_load_through_torchvision(cifar100_root):
+    splits = data.load_dataset("cifar100", cifar100_root, download=False)
+    x, y = splits["train"]
+    assert x.shape == (300, 3, 32, 32) and x.dtype == torch.uint8 and y.dtype == torch.int64
+    assert sorted(y.unique().tolist()) == list(range(100))  # the 100 fine labels, not the 20 coarse ones
+    assert splits["test"][0].shape == (100, 3, 32, 32)
+    d = data.prepare_data("cifar100", cifar100_root, download=False, val_fraction=0.0, seed=0)
+    assert d.num_classes == 100 and d.in_channels == 3 and d.train[0].shape[0] == 300
+    assert isinstance(d.train_transform, data.CifarTrainAugment)  # the CIFAR-10 recipe's augmentation
+
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_mnist_idx_folder_gz_and_plain(tmp_path, gz):
     folder = write_mnist_idx_folder(str(tmp_path / "idx"), gz=gz)

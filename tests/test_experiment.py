@@ -236,14 +236,9 @@ def test_corrupt_or_foreign_checkpoint_is_refused(mnist_idx_dir, tmp_path, capsy
     assert (folder / "seed42.ckpt.pt").read_bytes() == b"\x00garbage"  # not deleted behind the user's back
     # A checkpoint of another config (here: another width) is refused, never mixed in.
     (folder / "seed42.ckpt.pt").unlink()
-    real_save = experiment.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
+    restore = kill_after_first_checkpoint(monkeypatch)
     assert run("mnist", *tiny(mnist_idx_dir, tmp_path)) == 130
-    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
+    restore()
     capsys.readouterr()
     assert run("mnist", *tiny(mnist_idx_dir, tmp_path, "--width", "16")) == 2
     assert "different config (width 8 vs 16)" in capsys.readouterr().err
@@ -291,3 +286,38 @@ def test_train_on_cuda_end_to_end(cifar10_root, tmp_path):
     result = read_json(tmp_path / "cifar10" / "progressive-0.796" / "seed42.json")
     check_result(result, epochs=2)
     assert result["precision"] == "bf16" and result["device"].startswith("cuda")
+
+
+def kill_after_first_checkpoint(monkeypatch):
+    real_save = experiment.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
+    return lambda: monkeypatch.setattr(experiment, "save_checkpoint", real_save)
+
+
+def test_a_run_started_in_fp32_is_not_resumed_in_bf16(mnist_idx_dir, tmp_path, monkeypatch, capsys):
+    restore = kill_after_first_checkpoint(monkeypatch)
+    assert run("mnist", *tiny(mnist_idx_dir, tmp_path)) == 130  # auto on the CPU: fp32
+    restore()
+    capsys.readouterr()
+    assert run("mnist", *tiny(mnist_idx_dir, tmp_path, "--precision", "bf16")) == 2
+    assert "different config (precision 'fp32' vs 'bf16')" in capsys.readouterr().err
+    assert run("mnist", *tiny(mnist_idx_dir, tmp_path, "--precision", "fp32")) == 0  # same as auto here: resumes
+    assert read_json(tmp_path / "mnist" / "progressive-0.744" / "seed42.json")["config"]["precision"] == "fp32"
+
+
+def test_real_runs_aggregate(mnist_idx_dir, tmp_path, capsys):
+    import aggregate
+    for seed in ("1", "2"):
+        assert run("dense", "--dataset", "mnist", *tiny(mnist_idx_dir, tmp_path, "--seed", seed)) == 0
+        assert run("mnist", *tiny(mnist_idx_dir, tmp_path, "--seed", seed, "--target-sparsity", "0.5")) == 0
+    capsys.readouterr()
+    assert aggregate.main([str(tmp_path), "--strict", "--format", "json", "-o", str(tmp_path / "t.json")]) == 0
+    tables = read_json(tmp_path / "t.json")["tables"]
+    assert [(r["method"], r["n"], r["epochs_trained"]) for r in tables["main"]] == [("dense", 2, 2), ("progressive", 2, 2)]
+    (row,) = tables["comparison"]
+    assert row["method"] == "progressive" and row["dense_n"] == 2 and row["target_sparsity"] == 0.5
+    assert row["dense_welch_p"] is None or 0.0 <= row["dense_welch_p"] <= 1.0
