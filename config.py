@@ -28,16 +28,21 @@ class ConfigError(Exception):
     """A bad value; the message is one line for the user, and the run exits with code 2."""
 
 
-def option(default, help: str, kind: str = RECIPE, type=None, choices=None):
-    """A Config field: its default, its help text, its kind, and how its flag parses."""
-    return field(default=default, metadata={"help": help, "kind": kind, "type": type, "choices": choices})
+def option(default, help: str, kind: str = RECIPE, type=None, choices=None, flag: bool = True,
+           method_option: bool | None = None):
+    """A Config field: its default, its help text, its kind, how its flag parses (flag=False: derived, no flag),
+    and whether it is a method's own option (a flag only of scripts offering a method that uses it; by default
+    every METHOD field is)."""
+    return field(default=default, metadata={"help": help, "kind": kind, "type": type, "choices": choices,
+                                            "flag": flag, "option": kind == METHOD if method_option is None
+                                            else method_option})
 
 
 @dataclass(frozen=True)
 class Config:
     # -- what is trained
     dataset: str = option(None, "dataset to train on")
-    method: str = option(None, "training method", kind=METHOD)
+    method: str = option(None, "training method", kind=METHOD, method_option=False)
     seed: int = option(42, "seed for init, data split, shuffling, augmentation; in [0, 2**32)", type=int)
     epochs: int = option(None, "epochs per training cycle (recipe default)", type=int)
     batch_size: int = option(None, "training batch size (recipe default)", type=int)
@@ -64,17 +69,20 @@ class Config:
                                "target)", METHOD, int)
     rewind_epoch: int = option(None, "imp: epoch of round 0 whose weights every later round rewinds to (0)",
                                METHOD, int)
-    mask_from: str = option(None, "ticket: a finished pruned run (its result JSON or model file)", METHOD)
-    reinit: str = option(None, "ticket: start from the donor run's initialisation, or a fresh one from --seed",
-                         METHOD, choices=("donor", "random"))
+    reinit: str = option(None, "ticket: start from the donor run's initialisation (the LTH test), or a fresh one "
+                               "from --seed (the control) (default donor)", METHOD, choices=("donor", "random"))
+    donor: str = option(None, "ticket: the donor run's method label and target, read from --mask-from", METHOD,
+                        flag=False)
     # -- where and how (never part of the recipe)
+    mask_from: str = option(None, "ticket: a finished pruned run (its result JSON or model file)", RUN,
+                            method_option=True)
     data_dir: str = option("./data", "dataset root, or a folder holding the 4 IDX files", RUN)
     no_download: bool = option(False, "never try to download the dataset", RUN, bool)
     out: str = option("results", "results folder", RUN)
     device: str = option("auto", "device to train on", RUN, choices=("auto", "cpu", "cuda", "mps"))
     compile: bool = option(False, "torch.compile the model (CUDA recommended)", RUN, bool)
     force: bool = option(False, "rerun from scratch even if a result or checkpoint exists", RUN, bool)
-    script: str = option(None, "the script that ran", RUN)
+    script: str = option(None, "the script that ran", RUN, flag=False)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -86,6 +94,7 @@ class Config:
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 RUN_FIELDS = frozenset(n for n, f in FIELDS.items() if f.metadata["kind"] == RUN)
 METHOD_FIELDS = frozenset(n for n, f in FIELDS.items() if f.metadata["kind"] == METHOD)
+OPTION_FIELDS = frozenset(n for n, f in FIELDS.items() if f.metadata["option"])  # the methods' own options
 
 
 @dataclass(frozen=True)
@@ -132,14 +141,14 @@ def build_parser(prog: str, description: str, datasets: tuple[str, ...], methods
     """Flags for the fields a script uses: the common ones, and the options of the methods it offers.
 
     Args:
-        methods: method name -> names of the METHOD fields it uses (from the method table).
+        methods: method name -> names of the OPTION_FIELDS it uses (from the method table).
         default_dataset: the dataset when --dataset is not given (None: the flag is required).
     """
     p = _Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     used = {name for options in methods.values() for name in options}
     for name, f in FIELDS.items():
         meta = f.metadata
-        if name == "script" or (meta["kind"] == METHOD and name not in used and name != "method"):
+        if not meta["flag"] or (meta["option"] and name not in used):
             continue
         flag = "--" + name.replace("_", "-")
         if name == "dataset":

@@ -97,9 +97,7 @@ def resolve_precision(config: Config, device: torch.device) -> Config:
 
 def run_paths(config: Config) -> dict[str, str]:
     """results/<dataset>/<label>[-<target>]/seed<seed>.{json,ckpt.pt,model.pt}"""
-    method = methods.METHODS[config.method]
-    group = method.label(config) + (f"-{method.target(config):g}" if method.prunes else "")
-    folder = os.path.join(config.out, config.dataset, group)
+    folder = os.path.join(config.out, config.dataset, methods.METHODS[config.method].folder(config))
     stem = os.path.join(folder, f"seed{config.seed}")
     return {"folder": folder, "result": stem + ".json", "checkpoint": stem + ".ckpt.pt", "model": stem + ".model.pt"}
 

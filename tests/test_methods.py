@@ -1,0 +1,236 @@
+"""Each training method of methods.py, end to end through train_baseline.py on tiny MNIST-format data, checked
+against its own invariant: when it prunes, to what, whether its mask stays fixed, what it rewinds to."""
+
+import json
+
+import pytest
+import torch
+
+import aggregate
+import experiment
+import pruning
+import train_baseline
+import train_mnist
+from model import ResNet18
+
+N_PRUNABLE = 175_048  # ResNet-18 width 8, one input channel
+
+
+def run(*argv: str, script=train_baseline.SCRIPT) -> int:
+    return experiment.main(script, list(argv))
+
+
+def tiny(data_dir, out, *extra: str) -> list[str]:
+    return ["--data-dir", str(data_dir), "--no-download", "--width", "8", "--epochs", "3", "--batch-size", "32",
+            "--val-fraction", "0.1", "--out", str(out), "--device", "cpu", *extra]
+
+
+def baseline(method: str, data_dir, out, *extra: str) -> list[str]:
+    return ["--dataset", "mnist", "--method", method, *tiny(data_dir, out, *extra)]
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def masked(target: float) -> float:
+    return round(target * N_PRUNABLE) / N_PRUNABLE
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    """Records, at the start of every epoch's training, the round, the epoch, the masks and the full state."""
+    seen = []
+    real = experiment.train_one_epoch
+
+    def train(run, epoch):
+        state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+        seen.append({"round": run.state["round"], "epoch": epoch, "state": state,
+                     "masks": {k: v for k, v in state.items() if k.endswith("_mask")}})
+        return real(run, epoch)
+    monkeypatch.setattr(experiment, "train_one_epoch", train)
+    return seen
+
+
+def same_masks(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["snip", "random"])
+def test_at_initialisation_methods_prune_once_to_the_target_and_keep_the_mask(mnist_idx_dir, tmp_path, recorder, method):
+    assert run(*baseline(method, mnist_idx_dir, tmp_path, "--target-sparsity", "0.8")) == 0
+    result = read_json(tmp_path / "mnist" / f"{method}-0.8" / "seed42.json")
+    assert [row["sparsity"] for row in result["history"]] == [masked(0.8)] * 3  # from the first epoch
+    assert all(same_masks(recorder[0]["masks"], r["masks"]) for r in recorder)  # fixed through training
+    assert result["params_prunable"] - result["params_nonzero"] == round(0.8 * N_PRUNABLE)
+    assert result["epochs_trained"] == 3 and result["label"] == method
+
+
+def test_snip_keeps_the_highest_gradient_times_weight_scores_and_is_deterministic(mnist_idx_dir, tmp_path, recorder):
+    assert run(*baseline("snip", mnist_idx_dir, tmp_path / "a", "--target-sparsity", "0.8", "--epochs", "1")) == 0
+    assert run(*baseline("snip", mnist_idx_dir, tmp_path / "b", "--target-sparsity", "0.8", "--epochs", "1")) == 0
+    assert same_masks(recorder[0]["masks"], recorder[1]["masks"])
+    # Recompute |dL/dw * w| on the first training batch of epoch 0 from a fresh model: the kept weights score
+    # at least as high as every pruned one.
+    import data
+    d = data.prepare_data("mnist", mnist_idx_dir, download=False, val_fraction=0.1, seed=42)
+    torch.manual_seed(42)
+    model = ResNet18(in_channels=1, width=8)
+    x, y = next(data.iterate_batches(*d.train, 32, d.train_transform, data.epoch_generator(42, 0)))
+    model.train()
+    torch.nn.CrossEntropyLoss(label_smoothing=0.1)(model(x), y).backward()
+    params = pruning.prunable_parameters(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    scores = torch.cat([(m.weight.grad * m.weight).abs().flatten() for m, _ in params])
+    mask = torch.cat([recorder[0]["masks"][f"{names[id(m)]}.weight_mask"].flatten() for m, _ in params])
+    assert scores[mask == 0].max() <= scores[mask == 1].min()
+    # Scoring leaves the network as it was: the first epoch starts from the seed's initial BN statistics.
+    assert torch.equal(recorder[0]["state"]["bn1.running_mean"], torch.zeros(8))
+
+
+def test_oneshot_is_dense_before_the_prune_epoch_and_at_the_target_after(mnist_idx_dir, tmp_path):
+    assert run(*baseline("oneshot", mnist_idx_dir, tmp_path, "--epochs", "4", "--target-sparsity", "0.7")) == 0
+    result = read_json(tmp_path / "mnist" / "oneshot-e2-0.7" / "seed42.json")  # default prune epoch: 4 // 2
+    assert [row["sparsity"] for row in result["history"]] == [0.0, 0.0, masked(0.7), masked(0.7)]
+    assert result["config"]["prune_epoch"] == 2 and result["epochs_trained"] == 4
+    assert run(*baseline("oneshot", mnist_idx_dir, tmp_path, "--epochs", "4", "--target-sparsity", "0.7",
+                         "--prune-epoch", "1")) == 0
+    result = read_json(tmp_path / "mnist" / "oneshot-e1-0.7" / "seed42.json")  # its own folder and group
+    assert [row["sparsity"] for row in result["history"]] == [0.0] + [masked(0.7)] * 3
+
+
+def test_imp_rounds_sparsities_rewinding_and_monotone_masks(mnist_idx_dir, tmp_path, recorder):
+    assert run(*baseline("imp", mnist_idx_dir, tmp_path, "--epochs", "2", "--rounds", "2", "--target-sparsity",
+                         "0.75", "--rewind-epoch", "1")) == 0
+    result = read_json(tmp_path / "mnist" / "imp-r2-rewind1-0.75" / "seed42.json")
+    assert result["rounds"] == 3 and result["epochs_trained"] == len(result["history"]) == 6
+    per_round = {r: 1 - (1 - 0.75) ** (r / 2) for r in (0, 1)} | {2: 0.75}
+    assert [(row["round"], row["epoch"]) for row in result["history"]] == [(r, e) for r in range(3) for e in range(2)]
+    for row in result["history"]:
+        assert row["sparsity"] == masked(per_round[row["round"]]), row  # exact, every round
+    assert result["final_sparsity"] == masked(0.75)
+    # The rewind point: the state at the start of epoch 1 of round 0. Each later round starts from it exactly
+    # on the surviving weights (pruned ones zero), with every buffer equal, and the LR schedule reset.
+    rewind = next(r["state"] for r in recorder if (r["round"], r["epoch"]) == (0, 1))
+    starts = [r for r in recorder if r["round"] > 0 and r["epoch"] == 0]
+    assert len(starts) == 2
+    for start in starts:
+        for k, v in start["state"].items():
+            if k.endswith("_mask"):
+                continue
+            mask = start["state"].get(k[:-len("_orig")] + "_mask") if k.endswith("_orig") else None
+            expected = rewind[k] * mask if mask is not None else rewind[k]
+            assert torch.equal(v, expected), k
+    lr = [row["lr"] for row in result["history"]]
+    assert lr[2] == lr[4] == lr[1]  # each round resumes the schedule at the rewind epoch...
+    masks = [r["masks"] for r in recorder if r["epoch"] == 0]
+    for before, after in zip(masks, masks[1:]):  # ...and masks never regrow across rounds
+        assert all(torch.all(after[k] <= before[k]) for k in before)
+
+
+def test_imp_default_rounds_prune_20_percent_per_round():
+    import config
+    import methods
+    for target, rounds in ((0.2, 1), (0.5, 4), (0.744, 7), (0.9, 11), (0.796, 8)):
+        c = config.Config(dataset="mnist", method="imp", target_sparsity=target, epochs=3)
+        assert methods.resolve(c).rounds == rounds, target
+        assert 0.8 ** rounds <= 1 - target < 0.8 ** (rounds - 1)
+
+
+def test_resume_inside_an_imp_round_is_bit_identical(mnist_idx_dir, tmp_path, monkeypatch):
+    args = ("--epochs", "2", "--rounds", "2", "--target-sparsity", "0.6", "--seed", "3")
+    assert run(*baseline("imp", mnist_idx_dir, tmp_path / "whole", *args)) == 0
+    real_save = experiment.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if (state["round"], state["epoch"]) == (1, 1):  # killed in the middle of round 1
+            raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
+    assert run(*baseline("imp", mnist_idx_dir, tmp_path / "killed", *args)) == 130
+    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
+    assert run(*baseline("imp", mnist_idx_dir, tmp_path / "killed", *args)) == 0
+    folder = ("mnist", "imp-r2-0.6")
+    whole = read_json(tmp_path.joinpath("whole", *folder, "seed3.json"))
+    resumed = read_json(tmp_path.joinpath("killed", *folder, "seed3.json"))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(whole["history"]) == strip(resumed["history"]) and whole["test_loss"] == resumed["test_loss"]
+    a = torch.load(tmp_path.joinpath("whole", *folder, "seed3.model.pt"), weights_only=True)
+    b = torch.load(tmp_path.joinpath("killed", *folder, "seed3.model.pt"), weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def donor(mnist_idx_dir, tmp_path):
+    """A finished progressive run at 0.7 (seed 42) to take a mask from."""
+    assert run(*tiny(mnist_idx_dir, tmp_path / "donor", "--target-sparsity", "0.7"), script=train_mnist.SCRIPT) == 0
+    return tmp_path / "donor" / "mnist" / "progressive-0.7"
+
+
+@pytest.mark.parametrize("reinit", ["donor", "random"])
+def test_ticket_trains_the_donors_mask_from_the_chosen_initialisation(mnist_idx_dir, tmp_path, donor, recorder, reinit):
+    mask_from = donor / ("seed42.json" if reinit == "donor" else "seed42.model.pt")  # either file names the run
+    assert run(*baseline("ticket", mnist_idx_dir, tmp_path / "t", "--reinit", reinit, "--seed", "7",
+                         "--mask-from", str(mask_from))) == 0
+    result = read_json(tmp_path / "t" / "mnist" / f"ticket-{reinit}-progressive-0.7" / "seed7.json")
+    assert result["config"]["donor"] == "progressive-0.7" and result["target_sparsity"] == 0.7
+    assert [row["sparsity"] for row in result["history"]] == [masked(0.7)] * 3
+    donor_weights = torch.load(donor / "seed42.model.pt", weights_only=True)
+    final = torch.load(tmp_path / "t" / "mnist" / f"ticket-{reinit}-progressive-0.7" / "seed7.model.pt",
+                       weights_only=True)
+    start = recorder[0]["state"]
+    torch.manual_seed(42 if reinit == "donor" else 7)
+    init = ResNet18(in_channels=1, width=8).state_dict()
+    for key, mask in recorder[0]["masks"].items():
+        name = key[:-len("_mask")]
+        assert torch.equal(mask, (donor_weights[name] != 0).float()), name  # exactly the donor's mask
+        assert torch.equal(final[name] != 0, donor_weights[name] != 0), name  # and still at the end
+        assert torch.equal(start[name + "_orig"], init[name] * mask), name  # the chosen init, on survivors
+    assert torch.equal(start["bn1.weight"], init["bn1.weight"])
+
+
+def test_ticket_refuses_masks_it_cannot_use(mnist_idx_dir, cifar10_root, tmp_path, donor, capsys):
+    cases = [
+        (["--width", "16"], "it is a mnist run of width 8, this is mnist of width 16"),
+        ([], "needs --mask-from"),
+        (["--mask-from", str(tmp_path / "nothing.json")], "cannot read"),
+    ]
+    for extra, message in cases:
+        argv = baseline("ticket", mnist_idx_dir, tmp_path / "t", *extra)
+        if extra[:1] != ["--mask-from"] and message != "needs --mask-from":
+            argv += ["--mask-from", str(donor / "seed42.json")]
+        assert run(*argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert run("--dataset", "cifar10", "--method", "ticket", *tiny(cifar10_root, tmp_path / "c", "--mask-from",
+                                                                    str(donor / "seed42.json"))) == 2
+    assert "it is a mnist run of width 8, this is cifar10 of width 8" in capsys.readouterr().err
+    assert run(*baseline("dense", mnist_idx_dir, tmp_path / "d")) == 0
+    capsys.readouterr()
+    assert run(*baseline("ticket", mnist_idx_dir, tmp_path / "t", "--mask-from",
+                         str(tmp_path / "d" / "mnist" / "dense" / "seed42.json"))) == 2
+    assert "is a dense run" in capsys.readouterr().err
+
+
+def test_aggregate_builds_the_method_table_and_plots_from_real_runs(mnist_idx_dir, tmp_path, capsys):
+    for seed in ("1", "2"):
+        for method, extra in (("dense", ()), ("progressive", ("--target-sparsity", "0.8")),
+                              ("snip", ("--target-sparsity", "0.8")), ("imp", ("--target-sparsity", "0.8", "--rounds", "1"))):
+            assert run(*baseline(method, mnist_idx_dir, tmp_path / "r", "--seed", seed, "--epochs", "2", *extra)) == 0
+    capsys.readouterr()
+    assert aggregate.main([str(tmp_path / "r"), "--strict", "--plot", str(tmp_path / "fig"), "--format", "json",
+                           "-o", str(tmp_path / "t.json")]) == 0
+    tables = read_json(tmp_path / "t.json")["tables"]
+    assert {(r["method"], r["n"], r["epochs_trained"]) for r in tables["main"]} == {
+        ("dense", 2, 2), ("progressive", 2, 2), ("snip", 2, 2), ("imp-r1", 2, 4)}
+    rows = {r["method"]: r for r in tables["comparison"]}
+    assert set(rows) == {"progressive", "snip", "imp-r1"}
+    assert rows["snip"]["dense_n"] == rows["snip"]["progressive_n"] == 2
+    assert rows["snip"]["delta_progressive_pp"] == pytest.approx(rows["snip"]["acc"] - rows["progressive"]["acc"])
+    assert rows["progressive"]["progressive_acc"] is None and rows["imp-r1"]["epochs_trained"] == 4
+    for name in ("accuracy_vs_sparsity.png", "accuracy_vs_cost.png", "training_curves.png"):
+        assert (tmp_path / "fig" / name).read_bytes()[:4] == b"\x89PNG"
+    assert aggregate.main([str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "| mnist | imp-r1 | 80.0% |" in out and "Δ vs progressive" in out
