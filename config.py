@@ -56,6 +56,8 @@ class Config:
     no_hflip: bool = option(False, "(Fashion-)MNIST: do not flip images (the paper flips)", type=bool)
     dummy: bool = option(False, "random data with the right shapes (smoke tests)", type=bool)
     eval_batch_size: int = option(1024, "batch size for validation and test", type=int)
+    no_sync_bn: bool = option(False, "multi-process runs: BatchNorm statistics per process, not over the global "
+                                     "batch", type=bool)
     precision: str = option("auto", "auto: bf16 autocast on CUDA, fp32 elsewhere (stored resolved)",
                             choices=("auto", "fp32", "bf16"))
     # -- the method's own options (None: not used by this method, or its default)

@@ -10,6 +10,7 @@ call ``main``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,10 +26,12 @@ from torch import nn
 
 import config as cfg
 import data
+import distributed
 import methods
 import pruning
 import results
 from config import Config
+from distributed import World
 from model import ResNet18
 
 
@@ -55,7 +58,7 @@ class Run:
     """Everything the loop and the methods' hooks share for one run."""
     config: Config
     model: nn.Module  # the network, with pruning's reparametrisation when the method prunes
-    forward: nn.Module  # what the loop calls: the model, or its torch.compile'd wrapper
+    forward: nn.Module  # what training calls: the model, compiled if asked, DDP-wrapped with several processes
     params: list  # the prunable (module, "weight") pairs
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -63,8 +66,10 @@ class Run:
     data: data.Data
     device: torch.device
     paths: dict[str, str]
+    world: World = World()
+    inference: nn.Module | None = None  # what evaluation calls: the (compiled) model without the DDP wrapper
     state: dict = field(default_factory=lambda: {"round": 0, "epoch": 0, "history": [], "wall_time_s": 0.0,
-                                                  "method": {}})
+                                                  "method": {}, "mask_checks": []})
 
     def initial_weights(self, seed: int) -> dict[str, torch.Tensor]:
         """The state_dict a fresh model of this run's shape has when built with ``seed``."""
@@ -74,10 +79,11 @@ class Run:
 # ----------------------------------------------------------------------------------------------------------
 # Devices and files
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device to train on; under torchrun, CUDA means this process's own GPU (its local rank)."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", local_rank)
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -85,7 +91,13 @@ def pick_device(name: str) -> torch.device:
         raise UsageError("--device cuda was asked for but CUDA is not available on this machine")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UsageError("--device mps was asked for but MPS is not available on this machine")
-    return torch.device(name)
+    return torch.device(name, local_rank) if name == "cuda" else torch.device(name)
+
+
+def channels_last(device: torch.device) -> bool:
+    """Whether the model and its inputs use the channels_last memory layout on ``device`` (the faster one;
+    benchmarks/bench_train.py measures both)."""
+    return device.type == "cuda"
 
 
 def resolve_precision(config: Config, device: torch.device) -> Config:
@@ -176,44 +188,67 @@ def autocast(device: torch.device, precision: str):
 
 
 def train_one_epoch(run: Run, epoch: int) -> tuple[float, float]:
-    """One pass over the training split; returns (mean loss, accuracy %). Raises Diverged on NaN/inf."""
-    c, d, device = run.config, run.data, run.device
+    """One pass over the training split; returns (mean loss, accuracy %). Raises Diverged on NaN/inf.
+
+    With several processes, each trains on its shard of every global batch; its mean loss is scaled by
+    shard / global batch * world size, so that DDP's average of the gradients is the global batch's gradient
+    (for a plain run the factor is exactly 1)."""
+    c, d, device, world = run.config, run.data, run.device, run.world
     run.forward.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss sum, correct
     gen = data.epoch_generator(c.seed, epoch)
-    for x, y in data.iterate_batches(*d.train, c.batch_size, d.train_transform, gen,
-                                     channels_last=device.type == "cuda"):
+    batches = data.iterate_batches(*d.train, c.batch_size, d.train_transform, gen, channels_last=channels_last(device))
+    for x, y in progress(batches, run, -(-d.train[1].shape[0] // c.batch_size), f"epoch {epoch + 1}"):
+        lo, hi = distributed.shard(y.shape[0], world)
+        weight = (hi - lo) * world.size / y.shape[0]
+        if hi == lo:  # a last global batch smaller than the world: this rank joins the step with zero weight
+            lo, hi = y.shape[0] - 1, y.shape[0]
+        x, y = x[lo:hi], y[lo:hi]
         with autocast(device, c.precision):
             logits = run.forward(x)
             loss = run.criterion(logits.float(), y)
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight if weight != 1 else loss).backward()
         run.optimizer.step()
-        loss_sum += loss.detach() * y.shape[0]
-        correct += (logits.argmax(1) == y).sum()
+        if weight:
+            sums[0] += loss.detach() * y.shape[0]
+            sums[1] += (logits.argmax(1) == y).sum()
+    sums = distributed.all_reduce_sum(sums, world)  # one sync per epoch, not per step
     n = d.train[1].shape[0]
-    mean_loss = float(loss_sum) / n  # one sync per epoch, not per step
+    mean_loss = float(sums[0]) / n
     if not math.isfinite(mean_loss):
         raise Diverged(f"training loss became {mean_loss} in epoch {epoch + 1}")
-    return mean_loss, 100.0 * float(correct) / n
+    return mean_loss, 100.0 * float(sums[1]) / n
+
+
+def progress(batches, run: Run, total: int, desc: str):
+    """A tqdm bar over the batches when the output is a terminal (main process only); plain otherwise."""
+    if not (run.world.is_main and sys.stdout.isatty()):
+        return batches
+    from tqdm import tqdm
+    return tqdm(batches, total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
 
 
 @torch.no_grad()
 def evaluate(run: Run, split: tuple[torch.Tensor, torch.Tensor]) -> tuple[float | None, float | None]:
-    """(mean plain cross-entropy, accuracy %) on an unaugmented split; (None, None) if it is empty."""
+    """(mean plain cross-entropy, accuracy %) on an unaugmented split; (None, None) if it is empty. With several
+    processes each evaluates its contiguous shard and the sums are added: every image counts exactly once."""
     n = split[1].shape[0]
     if n == 0:
         return None, None
     run.forward.eval()
-    loss_sum, correct = 0.0, 0
-    for x, y in data.iterate_batches(*split, run.config.eval_batch_size, run.data.eval_transform,
-                                     channels_last=run.device.type == "cuda"):
+    if run.config.no_sync_bn:
+        distributed.broadcast_buffers(run.model, run.world)  # per-process BatchNorm statistics: rank 0's
+    lo, hi = distributed.shard(n, run.world)
+    sums = torch.zeros(2, dtype=torch.float64, device=run.device)  # loss sum, correct
+    for x, y in data.iterate_batches(split[0][lo:hi], split[1][lo:hi], run.config.eval_batch_size,
+                                     run.data.eval_transform, channels_last=channels_last(run.device)):
         with autocast(run.device, run.config.precision):
-            logits = run.forward(x).float()
-        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-    return loss_sum / n, 100.0 * correct / n
+            logits = run.inference(x).float()  # no DDP wrapper: no collective per batch; shards may differ
+        sums[0] += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        sums[1] += int((logits.argmax(1) == y).sum())
+    sums = distributed.all_reduce_sum(sums, run.world)
+    return float(sums[0]) / n, 100.0 * float(sums[1]) / n
 
 
 def check_finite(run: Run, row: dict) -> None:
@@ -244,11 +279,14 @@ def save_checkpoint(path: str, state: dict) -> None:
 # ----------------------------------------------------------------------------------------------------------
 # The run
 
-def build_model(config: Config, d: data.Data, device: torch.device, prunes: bool):
-    """Seeded ResNet-18; masks attached (before any compile, so hooks are traced) when the method prunes."""
+def build_model(config: Config, d: data.Data, device: torch.device, prunes: bool, world: World = World()):
+    """Seeded ResNet-18; masks attached (before any compile, so hooks are traced) when the method prunes;
+    BatchNorm over the global batch when several processes train it (unless --no-sync-bn)."""
     torch.manual_seed(config.seed)
     model = ResNet18(in_channels=d.in_channels, num_classes=d.num_classes, width=config.width).to(device)
-    if device.type == "cuda":
+    if world.size > 1 and not config.no_sync_bn:
+        model = distributed.global_batchnorm(model, device.type)
+    if channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     params = pruning.prunable_parameters(model)
     if prunes:
@@ -256,17 +294,17 @@ def build_model(config: Config, d: data.Data, device: torch.device, prunes: bool
     return model, params
 
 
-def make_run(config: Config, device: torch.device, paths: dict[str, str]) -> Run:
+def make_run(config: Config, device: torch.device, paths: dict[str, str], world: World = World()) -> Run:
     """Data, model, optimizer, schedule and loss for ``config``, resumed from the checkpoint if there is one."""
     d = data.prepare_data(config.dataset, config.data_dir, download=not config.no_download, dummy=config.dummy,
                           val_fraction=config.val_fraction, train_subset=config.train_subset, seed=config.seed,
                           device=device, hflip_digits=not config.no_hflip)
-    model, params = build_model(config, d, device, methods.METHODS[config.method].prunes)
+    model, params = build_model(config, d, device, methods.METHODS[config.method].prunes, world)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    run = Run(config, model, model, params, optimizer, scheduler, criterion, d, device, paths)
+    run = Run(config, model, model, params, optimizer, scheduler, criterion, d, device, paths, world)
     if os.path.exists(paths["checkpoint"]) and not config.force:
         ckpt = load_checkpoint(paths["checkpoint"], config)
         model.load_state_dict(ckpt["model"])
@@ -276,7 +314,12 @@ def make_run(config: Config, device: torch.device, paths: dict[str, str]) -> Run
         run.state = {k: ckpt.get(k, default) for k, default in run.state.items()}  # older ones: no rounds
         run.state["history"] = [{"round": 0, **row} for row in run.state["history"]]
         print(f"resuming {paths['checkpoint']} at round {run.state['round']}, epoch {run.state['epoch'] + 1}")
-    run.forward = torch.compile(model) if config.compile else model
+    run.inference = torch.compile(model) if config.compile else model
+    run.forward = run.inference
+    if world.size > 1:  # buffers (masks, BN statistics) are equal by construction; only per-process BN syncs them
+        run.forward = nn.parallel.DistributedDataParallel(
+            run.inference, device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=config.no_sync_bn)
     return run
 
 
@@ -291,6 +334,7 @@ def run_epochs(run: Run) -> None:
         for epoch in range(state["epoch"], c.epochs):
             start = time.perf_counter()
             target = method.start_epoch(run, r, epoch)
+            checksums = distributed.check_masks(run.params, run.world, f"in round {r}, epoch {epoch + 1}")
             lr = run.optimizer.param_groups[0]["lr"]
             train_loss, train_acc = train_one_epoch(run, epoch)
             run.scheduler.step()
@@ -302,11 +346,14 @@ def run_epochs(run: Run) -> None:
             last = epoch + 1 == c.epochs
             state.update(round=r + last, epoch=0 if last else epoch + 1, wall_time_s=state["wall_time_s"] + row["seconds"])
             state["history"].append(row)
-            save_checkpoint(run.paths["checkpoint"], {
-                "config": json.dumps(c.to_dict()), "model": run.model.state_dict(),
-                "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-                "rng_cpu": torch.get_rng_state(), **state,
-            })
+            state["mask_checks"].append({"round": r, "epoch": epoch, "checksums": checksums})
+            if run.world.is_main:
+                save_checkpoint(run.paths["checkpoint"], {
+                    "config": json.dumps(c.to_dict()), "model": run.model.state_dict(),
+                    "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                    "rng_cpu": torch.get_rng_state(), **state,
+                })
+            distributed.barrier(run.world)  # no rank runs ahead of the checkpoint it would resume from
             log_epoch(row, run, rounds)
 
 
@@ -331,14 +378,19 @@ def write_result(run: Run) -> dict:
         "epochs": c.epochs, "rounds": method.rounds(c), "epochs_trained": len(history),  # the cost
         "history": history, "config": c.to_dict(), "wall_time_s": run.state["wall_time_s"],
         "device": describe_device(run.device), "precision": c.precision,
+        "world_size": run.world.size, "backend": run.world.backend,
+        "batchnorm": "per process" if run.world.size > 1 and c.no_sync_bn else "global batch",
+        "mask_checks": run.state["mask_checks"],  # per epoch: every rank's mask checksum (all equal)
         "losses": "train: with label smoothing; val/test: plain cross-entropy",
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchvision": _torchvision_version()},
         "git_commit": git_commit(),
     })
+    if not run.world.is_main:
+        return result
     pruning.make_pruning_permanent(run.params)
-    state_dict = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
-    atomic_write(run.paths["model"], lambda f: torch.save(state_dict, f))
+    compact = pruning.compact_state_dict(run.model.state_dict())  # pruned weights as bit mask + survivors
+    atomic_write(run.paths["model"], lambda f: torch.save(compact, f))
     write_json(run.paths["result"], result)
     os.remove(run.paths["checkpoint"])
     print(f"test accuracy {test_acc:.2f}% at sparsity {100 * result['final_sparsity']:.2f}% "
@@ -347,21 +399,34 @@ def write_result(run: Run) -> dict:
 
 
 def train(config: Config) -> int:
-    """Run (or resume, or skip) one experiment described by ``config``; returns the exit code."""
-    device = pick_device(config.device)
+    """Run (or resume, or skip) one experiment described by ``config``; returns the exit code. Under torchrun,
+    every process calls this; only rank 0 prints and writes."""
+    world = distributed.init(pick_device(config.device).type)
+    if world.is_main:
+        return train_in(config, world)
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        return train_in(config, world)
+
+
+def train_in(config: Config, world: World) -> int:
+    device = pick_device(config.device, world.local_rank)
     config = resolve_precision(config, device)
+    if config.batch_size % world.size:
+        raise UsageError(f"--batch-size {config.batch_size} (the global batch) is not divisible by the "
+                         f"{world.size} processes")
     paths = run_paths(config)
-    ensure_writable(paths["folder"])
+    if world.is_main:
+        ensure_writable(paths["folder"])
     if check_finished(paths, config):
         return 0
-    run = make_run(config, device, paths)
+    run = make_run(config, device, paths, world)
     d = run.data
     print(f"{config.script}: {config.dataset}, {methods.METHODS[config.method].label(config)}, seed {config.seed}, "
           f"{device} {config.precision}, {d.train[1].shape[0]} train / {d.val[1].shape[0]} val / "
-          f"{d.test[1].shape[0]} test images")
+          f"{d.test[1].shape[0]} test images" + (f", {world.size} processes ({world.backend})" if world.size > 1 else ""))
     try:
         run_epochs(run)
-    except Diverged as e:
+    except (Diverged, distributed.MaskMismatch) as e:
         kept = (f"the last good checkpoint ({paths['checkpoint']}, after {len(run.state['history'])} epochs) is kept"
                 if os.path.exists(paths["checkpoint"]) else "no checkpoint was written")
         print(f"error: {e}; stopped. {kept}.", file=sys.stderr)
@@ -410,3 +475,5 @@ def main(script: Script, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{script.name}: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()

@@ -21,6 +21,7 @@ import os
 import torch
 
 import data
+import distributed
 import pruning
 import results
 from config import OPTION_FIELDS, PAPER_RECIPES, Config, ConfigError
@@ -153,6 +154,8 @@ class Snip(AtInitialisation):
                 score.add_((orig.grad * orig).detach().abs())
         model.zero_grad(set_to_none=True)
         model.load_state_dict(buffers)
+        for score in scores.values():  # equal on every rank already (each scores the same batches); made certain
+            distributed.all_reduce_sum(score, run.world).div_(run.world.size)
         return scores
 
 
@@ -247,7 +250,7 @@ class Ticket(Method):
 
     def start_round(self, run, r: int) -> None:
         donor = read_donor(run.config)
-        weights = torch.load(donor["_model"], map_location="cpu", weights_only=True)
+        weights = pruning.expand_state_dict(torch.load(donor["_model"], map_location="cpu", weights_only=True))
         names = {id(m): name for name, m in run.model.named_modules()}
         if run.config.reinit == "donor":
             initial = run.initial_weights(donor["seed"])

@@ -46,6 +46,8 @@ __all__ = [
     "sparsity_report",
     "format_sparsity_table",
     "make_pruning_permanent",
+    "compact_state_dict",
+    "expand_state_dict",
 ]
 
 ParameterList = Sequence[tuple[nn.Module, str]]
@@ -336,12 +338,13 @@ def zero_pruned_state(parameters: ParameterList, optimizer: torch.optim.Optimize
     with torch.no_grad():
         for module, name in parameters:
             orig, mask = getattr(module, name + "_orig"), getattr(module, name + "_mask")
-            orig.mul_(mask)
+            pruned = mask == 0
+            orig.masked_fill_(pruned, 0.0)  # +0.0 (a multiply by the mask would leave -0.0 for negative weights)
             if optimizer is None:
                 continue
             for value in optimizer.state.get(orig, {}).values():
                 if torch.is_tensor(value) and value.shape == orig.shape:
-                    value.mul_(mask.to(value.dtype))
+                    value.masked_fill_(pruned.to(value.device), 0)
 
 
 def enforce_masks_after_step(optimizer: torch.optim.Optimizer, parameters: ParameterList):
@@ -507,6 +510,86 @@ def make_pruning_permanent(parameters: ParameterList) -> None:
     for module, name in parameters:
         if _is_reparametrised(module, name):
             prune.remove(module, name)
+
+
+COMPACT_FORMAT = "pruning.compact_state_dict/1"
+_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # element size -> same-size int
+
+
+def compact_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
+    r"""A smaller, lossless form of a state_dict with pruned tensors: each floating tensor of 2+ dims that is
+    smaller so is stored as a packed bit mask (uint8, one bit per entry) of its nonzero entries plus their
+    values; everything else unchanged. Loads with ``torch.load(..., weights_only=True)``.
+
+    "Nonzero" is by bit pattern, so ``-0.0`` and NaN survive: :func:`expand_state_dict` gives back every tensor
+    bit for bit, with its dtype, shape and key order. At ResNet-18's 79.6% sparsity the file is ~0.24x the
+    dense one (fp32 values of the survivors plus 1 bit per weight).
+
+    Args:
+        state_dict (dict): e.g. ``model.state_dict()`` after :func:`make_pruning_permanent`.
+
+    Returns:
+        dict: ``{"format", "keys", "dense": {...}, "sparse": {key: {"shape", "bits", "values"}}}``.
+
+    Example:
+        >>> w = torch.tensor([[0.0, 1.5, 0.0, 0.0], [0.0, 0.0, -2.0, 0.0]])
+        >>> c = compact_state_dict({"w": w, "b": torch.ones(2)})
+        >>> c["sparse"]["w"]["bits"], c["sparse"]["w"]["values"]
+        (tensor([66], dtype=torch.uint8), tensor([ 1.5000, -2.0000]))
+        >>> torch.equal(expand_state_dict(c)["w"], w)
+        True
+    """
+    dense, sparse = {}, {}
+    for key, t in state_dict.items():
+        t = t.detach().cpu()
+        if t.is_floating_point() and t.dim() >= 2 and t.element_size() in _INT_VIEW:
+            nonzero = t.contiguous().view(_INT_VIEW[t.element_size()]).reshape(-1) != 0
+            n = int(nonzero.sum())
+            if n * t.element_size() + (t.numel() + 7) // 8 < t.numel() * t.element_size():
+                sparse[key] = {"shape": list(t.shape), "bits": _pack_bits(nonzero),
+                               "values": t.reshape(-1)[nonzero].clone()}
+                continue
+        dense[key] = t
+    return {"format": COMPACT_FORMAT, "keys": list(state_dict), "dense": dense, "sparse": sparse}
+
+
+def expand_state_dict(compact: dict) -> dict[str, torch.Tensor]:
+    r"""The plain state_dict of :func:`compact_state_dict`, bit-exact; a plain state_dict is returned as is.
+
+    Example:
+        >>> net = nn.Linear(8, 4); _ = global_magnitude_prune([(net, "weight")], 0.75)
+        >>> make_pruning_permanent([(net, "weight")])
+        >>> restored = expand_state_dict(compact_state_dict(net.state_dict()))
+        >>> all(torch.equal(restored[k], v) for k, v in net.state_dict().items())
+        True
+    """
+    if compact.get("format") != COMPACT_FORMAT:
+        return compact
+    out = {}
+    for key in compact["keys"]:
+        if key in compact["dense"]:
+            out[key] = compact["dense"][key]
+            continue
+        entry = compact["sparse"][key]
+        values = entry["values"]
+        nonzero = _unpack_bits(entry["bits"], math.prod(entry["shape"]))
+        flat = torch.zeros(nonzero.numel(), dtype=values.dtype)
+        flat[nonzero] = values
+        out[key] = flat.view(entry["shape"])
+    return out
+
+
+_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)  # first entry = highest bit
+
+
+def _pack_bits(flags: torch.Tensor) -> torch.Tensor:
+    padded = torch.zeros((flags.numel() + 7) // 8 * 8, dtype=torch.uint8)
+    padded[:flags.numel()] = flags
+    return (padded.view(-1, 8) * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
+
+
+def _unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
+    return ((packed.unsqueeze(1) & _BIT_WEIGHTS) != 0).reshape(-1)[:n]
 
 
 def _is_reparametrised(module: nn.Module, name: str) -> bool:

@@ -1,18 +1,23 @@
-"""Training throughput of the harness on the current machine, and what it implies for the paper's runs.
+"""Training throughput of the harness next to a bare training step of the same model, on this machine.
 
-Times experiment.train_one_epoch (augmentation, forward, backward, SGD step) over a few hundred synthetic
-images with the paper's recipe, and one pruning update, then extrapolates to a full epoch and a full run.
-The extrapolation is an estimate, printed as such.
+The harness figure is experiment.train_one_epoch on synthetic data with the paper's recipe: augmentation,
+the pruning reparametrisation (masks at 40%), forward, backward, SGD step, loss and accuracy bookkeeping. The
+bare figure is the same ResNet-18 and batch size, fed one fixed pre-made batch, with only forward, loss,
+backward and step, in each memory layout. Their ratio is what the harness costs beyond the model itself.
+Each figure is the median of --repeats timed passes; the extrapolation to a full run is an estimate.
 
     python benchmarks/bench_train.py --dataset cifar10 --width 64 --images 512
 """
 
 import argparse
 import os
+import platform
+import statistics
 import sys
 import time
 
 import torch
+from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import config  # noqa: E402
@@ -20,37 +25,90 @@ import data  # noqa: E402
 import experiment  # noqa: E402
 import methods  # noqa: E402
 import pruning  # noqa: E402
+from model import ResNet18  # noqa: E402
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def harness_rate(args, device: torch.device, repeats: int) -> tuple[float, experiment.Run]:
+    cfg = config.Config(dataset=args.dataset, method="progressive", width=args.width, seed=0, dummy=True,
+                        val_fraction=0.0, train_subset=args.images, device=device.type)
+    cfg = experiment.resolve_precision(methods.resolve(config.with_recipe_defaults(cfg)), device)
+    run = experiment.make_run(cfg, device, {"checkpoint": ""})  # "": no checkpoint, a fresh run
+    pruning.global_magnitude_prune(run.params, 0.4, optimizer=run.optimizer)
+    experiment.train_one_epoch(run, 0)  # warm-up
+    times = []
+    for epoch in range(1, repeats + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        experiment.train_one_epoch(run, epoch)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return args.images / statistics.median(times), run
+
+
+def bare_rate(args, device: torch.device, channels_last: bool, precision: str, repeats: int) -> float:
+    spec, recipe = data.DATASETS[args.dataset], config.PAPER_RECIPES[args.dataset]
+    torch.manual_seed(0)
+    model = ResNet18(spec.in_channels, spec.num_classes, args.width).to(device)
+    x = torch.randn(recipe.batch_size, spec.in_channels, 32, 32, device=device)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, spec.num_classes, (recipe.batch_size,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    steps = max(1, args.images // recipe.batch_size)
+
+    def one_pass() -> float:
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            with experiment.autocast(device, precision):
+                loss = loss_fn(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sync(device)
+        return time.perf_counter() - t0
+    one_pass()  # warm-up
+    return steps * recipe.batch_size / statistics.median(one_pass() for _ in range(repeats))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="cifar10", choices=tuple(config.PAPER_RECIPES))
     parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--images", type=int, default=512, help="training images to time")
+    parser.add_argument("--images", type=int, default=512, help="training images per timed pass")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per figure (median reported)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = experiment.pick_device(args.device)
-    cfg = config.Config(dataset=args.dataset, method="progressive", width=args.width, seed=0, dummy=True,
-                        val_fraction=0.0, train_subset=args.images, device=device.type)
-    cfg = experiment.resolve_precision(methods.resolve(config.with_recipe_defaults(cfg)), device)
-    run = experiment.make_run(cfg, device, {"checkpoint": ""})  # no checkpoint: a fresh run
-    experiment.train_one_epoch(run, 0)  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    rate, run = harness_rate(args, device, args.repeats)
+    layout = "channels_last" if experiment.channels_last(device) else "contiguous"
+    bare = {cl: bare_rate(args, device, cl, run.config.precision, args.repeats) for cl in (False, True)}
+    recipe = config.PAPER_RECIPES[args.dataset]
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    print(f"{args.dataset}, ResNet-18 width {args.width}, batch {recipe.batch_size}, {device} {run.config.precision}, "
+          f"{where}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"  bare step, contiguous:     {bare[False]:8.0f} images/s")
+    print(f"  bare step, channels_last:  {bare[True]:8.0f} images/s")
+    print(f"  harness ({layout}): {rate:8.0f} images/s = {rate / max(bare.values()):.3f}x the faster bare step")
     t0 = time.perf_counter()
-    experiment.train_one_epoch(run, 1)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    rate = args.images / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    pruning.global_magnitude_prune(run.params, 0.4, optimizer=run.optimizer)
+    pruning.global_magnitude_prune(run.params, 0.5, optimizer=run.optimizer)
     prune_s = time.perf_counter() - t0
     n_train = round(data.DATASETS[args.dataset].train_size * (1 - 0.11))
     epoch_s = n_train / rate
-    recipe = config.PAPER_RECIPES[args.dataset]
-    print(f"{args.dataset}, ResNet-18 width {args.width}, batch {recipe.batch_size}, {device} {cfg.precision}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"  training: {rate:.0f} images/s over {args.images} images")
     print(f"  one pruning update: {1000 * prune_s:.0f} ms ({100 * prune_s / epoch_s:.3f}% of an epoch)")
     print(f"  estimate: {epoch_s / 60:.1f} min per epoch of {n_train} images, "
           f"{recipe.epochs * epoch_s / 3600:.1f} h for {recipe.epochs} epochs (excl. validation)")

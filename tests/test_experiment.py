@@ -9,6 +9,7 @@ import torch
 
 import experiment
 import pruning
+from pruning import expand_state_dict
 import results
 import train_cifar10
 import train_dense
@@ -34,6 +35,10 @@ def tiny(data_dir: str, out: str, *extra: str) -> list[str]:
     # CPU by default, also on a GPU machine: resume must be bit-identical, which CUDA kernels do not promise.
     return ["--data-dir", data_dir, "--no-download", "--width", "8", "--epochs", "2", "--batch-size", "32",
             "--val-fraction", "0.1", "--out", str(out), "--device", "cpu", *extra]
+
+
+def load_model(path):
+    return expand_state_dict(torch.load(path, weights_only=True))
 
 
 def read_json(path):
@@ -67,7 +72,7 @@ def test_train_cifar10_end_to_end(cifar10_root, tmp_path):
     assert not (folder / "seed42.ckpt.pt").exists()
     # The final model has pruning made permanent: it loads strictly into a plain ResNet-18.
     plain = ResNet18(in_channels=3, width=8)
-    plain.load_state_dict(torch.load(folder / "seed42.model.pt", weights_only=True))
+    plain.load_state_dict(load_model(folder / "seed42.model.pt"))  # the two lines README shows
     zeros = sum(int((m.weight == 0).sum()) for m, _ in pruning.prunable_parameters(plain))
     assert zeros == result["params_prunable"] - result["params_nonzero"]
 
@@ -123,8 +128,8 @@ def test_kill_and_resume_gives_the_same_result(cifar10_root, tmp_path, monkeypat
         assert whole[key] == resumed[key], key
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(whole["history"]) == strip(resumed["history"])  # bit-identical on CPU
-    a = torch.load(tmp_path / "whole" / "cifar10" / "progressive-0.796" / "seed7.model.pt", weights_only=True)
-    b = torch.load(tmp_path / "killed" / "cifar10" / "progressive-0.796" / "seed7.model.pt", weights_only=True)
+    a = load_model(tmp_path / "whole" / "cifar10" / "progressive-0.796" / "seed7.model.pt")
+    b = load_model(tmp_path / "killed" / "cifar10" / "progressive-0.796" / "seed7.model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

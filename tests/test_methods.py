@@ -9,6 +9,7 @@ import torch
 import aggregate
 import experiment
 import pruning
+from pruning import expand_state_dict
 import train_baseline
 import train_mnist
 from model import ResNet18
@@ -27,6 +28,10 @@ def tiny(data_dir, out, *extra: str) -> list[str]:
 
 def baseline(method: str, data_dir, out, *extra: str) -> list[str]:
     return ["--dataset", "mnist", "--method", method, *tiny(data_dir, out, *extra)]
+
+
+def load_model(path):
+    return expand_state_dict(torch.load(path, weights_only=True))
 
 
 def read_json(path):
@@ -156,8 +161,8 @@ def test_resume_inside_an_imp_round_is_bit_identical(mnist_idx_dir, tmp_path, mo
     resumed = read_json(tmp_path.joinpath("killed", *folder, "seed3.json"))
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(whole["history"]) == strip(resumed["history"]) and whole["test_loss"] == resumed["test_loss"]
-    a = torch.load(tmp_path.joinpath("whole", *folder, "seed3.model.pt"), weights_only=True)
-    b = torch.load(tmp_path.joinpath("killed", *folder, "seed3.model.pt"), weights_only=True)
+    a = load_model(tmp_path.joinpath("whole", *folder, "seed3.model.pt"))
+    b = load_model(tmp_path.joinpath("killed", *folder, "seed3.model.pt"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -176,9 +181,8 @@ def test_ticket_trains_the_donors_mask_from_the_chosen_initialisation(mnist_idx_
     result = read_json(tmp_path / "t" / "mnist" / f"ticket-{reinit}-progressive-0.7" / "seed7.json")
     assert result["config"]["donor"] == "progressive-0.7" and result["target_sparsity"] == 0.7
     assert [row["sparsity"] for row in result["history"]] == [masked(0.7)] * 3
-    donor_weights = torch.load(donor / "seed42.model.pt", weights_only=True)
-    final = torch.load(tmp_path / "t" / "mnist" / f"ticket-{reinit}-progressive-0.7" / "seed7.model.pt",
-                       weights_only=True)
+    donor_weights = load_model(donor / "seed42.model.pt")
+    final = load_model(tmp_path / "t" / "mnist" / f"ticket-{reinit}-progressive-0.7" / "seed7.model.pt")
     start = recorder[0]["state"]
     torch.manual_seed(42 if reinit == "donor" else 7)
     init = ResNet18(in_channels=1, width=8).state_dict()

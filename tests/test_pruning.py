@@ -471,3 +471,40 @@ def test_select_smallest_active_large_vector_with_inactive_infs():
         assert int(sel.sum()) == k and not bool((sel & ~active).any())
         if k < int(active.sum()):
             assert scores[sel].max() <= scores[active & ~sel].min()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Compact sparse checkpoints
+
+def test_compact_state_dict_round_trip_is_bit_exact(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 32, generator=gen)
+    w[torch.rand(64, 32, generator=gen) < 0.8] = 0.0
+    w[0, :3] = torch.tensor([-0.0, float("nan"), float("-inf")])
+    state = {"a.weight": w, "b.weight": w.to(torch.bfloat16), "c.weight": w.double(), "dense.weight": torch.randn(8, 8),
+             "bias": torch.zeros(64), "bn.num_batches_tracked": torch.tensor(7), "ints": torch.zeros(4, 4, dtype=torch.int64)}
+    compact = pruning.compact_state_dict(state)
+    assert set(compact["sparse"]) == {"a.weight", "b.weight", "c.weight"}  # the mostly-zero floating matrices
+    torch.save(compact, tmp_path / "c.pt")
+    restored = pruning.expand_state_dict(torch.load(tmp_path / "c.pt", weights_only=True))
+    assert list(restored) == list(state)
+    for k, v in state.items():
+        assert restored[k].dtype == v.dtype and restored[k].shape == v.shape
+        assert torch.equal(restored[k].reshape(-1).view(torch.uint8), v.reshape(-1).view(torch.uint8)), k  # bits
+    assert pruning.expand_state_dict(state) is state  # a plain state_dict passes through
+
+
+def test_compact_resnet18_at_the_papers_sparsity_is_under_0_3x_and_loads_into_a_plain_model(tmp_path):
+    torch.manual_seed(0)
+    model = ResNet18()
+    params = pruning.prunable_parameters(model)
+    pruning.global_magnitude_prune(params, 0.796)
+    pruning.make_pruning_permanent(params)
+    torch.save(model.state_dict(), tmp_path / "dense.pt")
+    torch.save(pruning.compact_state_dict(model.state_dict()), tmp_path / "compact.pt")
+    ratio = (tmp_path / "compact.pt").stat().st_size / (tmp_path / "dense.pt").stat().st_size
+    assert ratio <= 0.3, ratio
+    plain = ResNet18()
+    plain.load_state_dict(pruning.expand_state_dict(torch.load(tmp_path / "compact.pt", weights_only=True)))
+    expected = model.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in plain.state_dict().items())
