@@ -24,7 +24,7 @@ import data
 import distributed
 import pruning
 import results
-from config import OPTION_FIELDS, PAPER_RECIPES, Config, ConfigError
+from config import MAX_SEED, OPTION_FIELDS, PAPER_RECIPES, Config, ConfigError
 
 
 class Method:
@@ -231,8 +231,8 @@ class Ticket(Method):
     """Is a pruned run's final mask a lottery ticket? (Frankle & Carbin 2019.) ``--mask-from`` names a finished
     pruned run (its result JSON or model file); its final mask is trained again for the full schedule, fixed,
     from ``--reinit donor`` (the donor run's own initialisation, recreated from its seed: the LTH test) or
-    ``--reinit random`` (a fresh initialisation from ``--seed``: the control). A mask from another dataset or
-    architecture is refused."""
+    ``--reinit random`` (a fresh initialisation derived from ``--seed``, never the donor's: the control). A mask
+    from another dataset or architecture is refused."""
 
     name = "ticket"
     options = ("mask_from", "reinit", "donor", "target_sparsity")
@@ -252,11 +252,10 @@ class Ticket(Method):
         donor = read_donor(run.config)
         weights = pruning.expand_state_dict(torch.load(donor["_model"], map_location="cpu", weights_only=True))
         names = {id(m): name for name, m in run.model.named_modules()}
-        if run.config.reinit == "donor":
-            initial = run.initial_weights(donor["seed"])
-            own = run.model.state_dict()
-            run.model.load_state_dict({k: initial[k[:-5] if k.endswith("_orig") else k] if not k.endswith("_mask")
-                                       else own[k] for k in own})
+        seed = donor["seed"] if run.config.reinit == "donor" else control_seed(run.config.seed, donor["seed"])
+        initial, own = run.initial_weights(seed), run.model.state_dict()
+        plain = lambda key: key[:-len("_orig")] if key.endswith("_orig") else key  # noqa: E731
+        run.model.load_state_dict({k: own[k] if k.endswith("_mask") else initial[plain(k)] for k in own})
         with torch.no_grad():
             for m, n in run.params:
                 key = f"{names[id(m)]}.{n}"
@@ -273,6 +272,14 @@ class Ticket(Method):
 
     def start_epoch(self, run, r: int, epoch: int) -> float:
         return run.config.target_sparsity
+
+
+def control_seed(seed: int, donor_seed: int) -> int:
+    """The initialisation seed of ``--reinit random``: derived from ``--seed`` and never the donor's. (A plain
+    fresh initialisation from ``--seed`` would *be* the donor's whenever the seeds agree, as in a study that
+    tests each seed's own mask, and the control would test nothing.)"""
+    fresh = (seed + 0x9E3779B9) % MAX_SEED
+    return fresh if fresh != donor_seed else (fresh + 1) % MAX_SEED
 
 
 def read_donor(config: Config) -> dict:

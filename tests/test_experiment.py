@@ -326,3 +326,18 @@ def test_real_runs_aggregate(mnist_idx_dir, tmp_path, capsys):
     (row,) = tables["comparison"]
     assert row["method"] == "progressive" and row["dense_n"] == 2 and row["target_sparsity"] == 0.5
     assert row["dense_welch_p"] is None or 0.0 <= row["dense_welch_p"] <= 1.0
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    from types import SimpleNamespace
+
+    from distributed import World
+    run_ = SimpleNamespace(world=World())
+    batches = iter(range(3))
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    assert experiment.progress(batches, run_, 3, "epoch 1") is batches  # logs and CI: unchanged lines
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    bar = experiment.progress(batches, run_, 3, "epoch 1")
+    assert type(bar).__name__ == "tqdm" and bar.total == 3
+    bar.close()
+    assert experiment.progress(batches, SimpleNamespace(world=World(rank=1, size=2)), 3, "x") is batches

@@ -8,6 +8,7 @@ import torch
 
 import aggregate
 import experiment
+import methods
 import pruning
 from pruning import expand_state_dict
 import train_baseline
@@ -173,19 +174,24 @@ def donor(mnist_idx_dir, tmp_path):
     return tmp_path / "donor" / "mnist" / "progressive-0.7"
 
 
-@pytest.mark.parametrize("reinit", ["donor", "random"])
-def test_ticket_trains_the_donors_mask_from_the_chosen_initialisation(mnist_idx_dir, tmp_path, donor, recorder, reinit):
+@pytest.mark.parametrize("reinit, seed", [("donor", 7), ("random", 7), ("random", 42)])
+def test_ticket_trains_the_donors_mask_from_the_chosen_initialisation(mnist_idx_dir, tmp_path, donor, recorder,
+                                                                      reinit, seed):
     mask_from = donor / ("seed42.json" if reinit == "donor" else "seed42.model.pt")  # either file names the run
-    assert run(*baseline("ticket", mnist_idx_dir, tmp_path / "t", "--reinit", reinit, "--seed", "7",
+    assert run(*baseline("ticket", mnist_idx_dir, tmp_path / "t", "--reinit", reinit, "--seed", str(seed),
                          "--mask-from", str(mask_from))) == 0
-    result = read_json(tmp_path / "t" / "mnist" / f"ticket-{reinit}-progressive-0.7" / "seed7.json")
+    result = read_json(tmp_path / "t" / "mnist" / f"ticket-{reinit}-progressive-0.7" / f"seed{seed}.json")
     assert result["config"]["donor"] == "progressive-0.7" and result["target_sparsity"] == 0.7
     assert [row["sparsity"] for row in result["history"]] == [masked(0.7)] * 3
     donor_weights = load_model(donor / "seed42.model.pt")
-    final = load_model(tmp_path / "t" / "mnist" / f"ticket-{reinit}-progressive-0.7" / "seed7.model.pt")
+    final = load_model(tmp_path / "t" / "mnist" / f"ticket-{reinit}-progressive-0.7" / f"seed{seed}.model.pt")
     start = recorder[0]["state"]
-    torch.manual_seed(42 if reinit == "donor" else 7)
+    torch.manual_seed(42)
+    donor_init = ResNet18(in_channels=1, width=8).state_dict()
+    torch.manual_seed(42 if reinit == "donor" else methods.control_seed(seed, 42))
     init = ResNet18(in_channels=1, width=8).state_dict()
+    if reinit == "random":  # the control never starts from the donor's init, even with the donor's own seed
+        assert not torch.equal(init["conv1.weight"], donor_init["conv1.weight"])
     for key, mask in recorder[0]["masks"].items():
         name = key[:-len("_mask")]
         assert torch.equal(mask, (donor_weights[name] != 0).float()), name  # exactly the donor's mask
