@@ -44,9 +44,12 @@ def check(result: dict, where: str = "result") -> dict:
 
 
 def upgrade(result: dict) -> dict:
-    """A schema-1 result (the first release: methods dense and progressive) in schema 2, as it meant then."""
-    if not isinstance(result, dict) or result.get("schema") != 1:
+    """A result as this version reads it: config fields added since it was written at their default (what runs
+    did then); a schema-1 result (the first release: methods dense and progressive) in schema 2."""
+    if not isinstance(result, dict) or not isinstance(result.get("config"), dict):
         return result
+    if result.get("schema") != 1:
+        return {**result, "config": upgrade_config(result["config"], result.get("precision", "fp32"))}
     result = dict(result)
     # Then, config["precision"] was the flag ("auto"); the run used bf16 exactly when auto met CUDA.
     device = str(result.get("device", ""))
@@ -65,8 +68,8 @@ def upgrade(result: dict) -> dict:
 
 
 def upgrade_config(config: dict, precision: str) -> dict:
-    """A schema-1 config (of a result or a checkpoint) with the fields added since at their default (what
-    runs did then) and the precision flag "auto" replaced by the precision the run used."""
+    """A config (of a result or a checkpoint) with the fields added since at their default (what runs did
+    then) and the precision flag "auto" (schema 1) replaced by the precision the run used."""
     config = {**{name: f.default for name, f in FIELDS.items()}, **config}
     if config["precision"] == "auto":
         config["precision"] = precision

@@ -77,3 +77,12 @@ def test_neither_the_training_loop_nor_aggregate_names_a_method():
         source = (ROOT / module).read_text()
         for name in methods.METHODS:
             assert f'"{name}"' not in source and f"'{name}'" not in source, (module, name)
+
+
+def test_a_config_field_added_later_takes_its_default_when_reading(tmp_path):
+    r = results.upgrade(json.loads(SCHEMA1["progressive"].read_text()))
+    del r["config"]["no_sync_bn"]  # as written before that field existed
+    (tmp_path / "old.json").write_text(json.dumps(r))
+    assert results.read_result(str(tmp_path / "old.json"))["config"]["no_sync_bn"] is False
+    assert config.config_difference(results.upgrade(r)["config"], results.upgrade(json.loads(
+        SCHEMA1["progressive"].read_text()))["config"]) == ""
