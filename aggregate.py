@@ -320,22 +320,30 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
         plt.close(fig)
 
     datasets = sorted({s["dataset"] for s in summaries})
-    for name, x_of, xlabel in (("accuracy_vs_sparsity.png", lambda s: 100 * s["sparsity"], "sparsity of prunable weights (%)"),
-                               ("accuracy_vs_cost.png", lambda s: s["epochs_trained"], "training cost (epochs trained, all rounds)")):
-        fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
+    for name, x_of, xlabel, dodge, lines in (
+            ("accuracy_vs_sparsity.png", lambda s: 100 * s["sparsity"], "sparsity of prunable weights (%)", 0.3, "-"),
+            ("accuracy_vs_cost.png", lambda s: s["epochs_trained"], "training cost (epochs trained, all rounds)", 0.2, "")):
+        fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 5), squeeze=False)
         for ax, dataset in zip(axes[0], datasets):
-            series = defaultdict(list)  # one line per method variant, through its targets
+            series = defaultdict(list)  # one series per method variant, through its targets
             for s in summaries:
                 if s["dataset"] == dataset:
                     series[_label(s)].append(s)
-            for label, members in sorted(series.items()):
+            for i, (label, members) in enumerate(sorted(series.items())):
                 members.sort(key=x_of)
-                ax.errorbar([x_of(s) for s in members], [s["acc_mean"] for s in members],
-                            yerr=[s["acc_sd"] or 0.0 for s in members], fmt="o-", capsize=3, markersize=4,
+                if members[0]["method"] == results.DENSE:  # the reference: a line with its ± sd band
+                    m, sd = members[0]["acc_mean"], members[0]["acc_sd"] or 0.0
+                    ax.axhline(m, color="black", linestyle="--", linewidth=1, label=f"{label} (n={members[0]['n']})")
+                    ax.axhspan(m - sd, m + sd, color="black", alpha=0.08)
+                    continue
+                shift = dodge * (i - (len(series) - 1) / 2)  # side by side where variants share an x
+                ax.errorbar([x_of(s) + shift for s in members], [s["acc_mean"] for s in members],
+                            yerr=[s["acc_sd"] or 0.0 for s in members], fmt="o" + lines, capsize=3, markersize=5,
                             label=f"{label} (n={'/'.join(str(s['n']) for s in members)})")
-            ax.set(title=dataset, xlabel=xlabel, ylabel="test accuracy (%), mean ± sd over seeds")
+            ax.set(title=f"{dataset}: test accuracy, mean ± sd over seeds", ylabel="test accuracy (%)",
+                   xlabel=xlabel + "\n(variants at the same x are drawn side by side; dense: dashed line, ± sd band)")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="best")
         save(fig, name)
 
     fig, (ax_acc, ax_sp) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -382,7 +390,8 @@ def _band(ax, histories: list[list[dict]], key: str, label: str, scale: float) -
 def build_tables(found: list[dict], ddof: int) -> tuple[list[dict], dict[str, list[dict]]]:
     groups = group_results(found)
     keys = distinguishing_config(groups)
-    summaries = [summarize(g, ddof, keys) for g in groups]
+    summaries = sorted((summarize(g, ddof, keys) for g in groups),  # by dataset, then sparsity: dense first
+                       key=lambda s: (s["dataset"], s["target_sparsity"], s["label"], s["config"]))
     tables = {"main": main_table(summaries), "comparison": comparison_table(summaries), "sweep": sweep_table(summaries)}
     return summaries, tables
 

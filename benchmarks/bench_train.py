@@ -4,7 +4,8 @@ The harness figure is experiment.train_one_epoch on synthetic data with the pape
 the pruning reparametrisation (masks at 40%), forward, backward, SGD step, loss and accuracy bookkeeping. The
 bare figure is the same ResNet-18 and batch size, fed one fixed pre-made batch, with only forward, loss,
 backward and step, in each memory layout. Their ratio is what the harness costs beyond the model itself.
-Each figure is the median of --repeats timed passes; the extrapolation to a full run is an estimate.
+The three are timed in turn, --repeats times, and each figure is a median; the extrapolation to a full run
+is an estimate.
 
     python benchmarks/bench_train.py --dataset cifar10 --width 64 --images 512
 """
@@ -41,24 +42,27 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def harness_rate(args, device: torch.device, repeats: int) -> tuple[float, experiment.Run]:
+def harness_setup(args, device: torch.device) -> tuple[experiment.Run, "callable"]:
+    """The harness on synthetic data, masks at 40%, warmed up; and a function timing one epoch of it."""
     cfg = config.Config(dataset=args.dataset, method="progressive", width=args.width, seed=0, dummy=True,
                         val_fraction=0.0, train_subset=args.images, device=device.type)
     cfg = experiment.resolve_precision(methods.resolve(config.with_recipe_defaults(cfg)), device)
     run = experiment.make_run(cfg, device, {"checkpoint": ""})  # "": no checkpoint, a fresh run
     pruning.global_magnitude_prune(run.params, 0.4, optimizer=run.optimizer)
-    experiment.train_one_epoch(run, 0)  # warm-up
-    times = []
-    for epoch in range(1, repeats + 1):
+    epochs = iter(range(10**6))
+
+    def one_epoch() -> float:
         sync(device)
         t0 = time.perf_counter()
-        experiment.train_one_epoch(run, epoch)
+        experiment.train_one_epoch(run, next(epochs))
         sync(device)
-        times.append(time.perf_counter() - t0)
-    return args.images / statistics.median(times), run
+        return time.perf_counter() - t0
+    one_epoch()  # warm-up
+    return run, one_epoch
 
 
-def bare_rate(args, device: torch.device, channels_last: bool, precision: str, repeats: int) -> float:
+def bare_setup(args, device: torch.device, channels_last: bool, precision: str):
+    """The same model and batch size, one fixed batch, only forward/loss/backward/step; warmed up."""
     spec, recipe = data.DATASETS[args.dataset], config.PAPER_RECIPES[args.dataset]
     torch.manual_seed(0)
     model = ResNet18(spec.in_channels, spec.num_classes, args.width).to(device)
@@ -80,9 +84,9 @@ def bare_rate(args, device: torch.device, channels_last: bool, precision: str, r
             loss.backward()
             opt.step()
         sync(device)
-        return time.perf_counter() - t0
+        return (time.perf_counter() - t0) * args.images / (steps * recipe.batch_size)  # per args.images
     one_pass()  # warm-up
-    return steps * recipe.batch_size / statistics.median(one_pass() for _ in range(repeats))
+    return one_pass
 
 
 def main() -> None:
@@ -94,16 +98,24 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = experiment.pick_device(args.device)
-    rate, run = harness_rate(args, device, args.repeats)
+    run, harness = harness_setup(args, device)
+    bare = {cl: bare_setup(args, device, cl, run.config.precision) for cl in (False, True)}
+    times = {"harness": [], False: [], True: []}
+    for _ in range(args.repeats):  # interleaved, so that drift of a noisy machine hits all three alike
+        times["harness"].append(harness())
+        for cl in (False, True):
+            times[cl].append(bare[cl]())
+    rate = args.images / statistics.median(times["harness"])
+    bare_rate = args.images / min(statistics.median(times[cl]) for cl in (False, True))  # the faster layout
     layout = "channels_last" if experiment.channels_last(device) else "contiguous"
-    bare = {cl: bare_rate(args, device, cl, run.config.precision, args.repeats) for cl in (False, True)}
     recipe = config.PAPER_RECIPES[args.dataset]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"{args.dataset}, ResNet-18 width {args.width}, batch {recipe.batch_size}, {device} {run.config.precision}, "
-          f"{where}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"  bare step, contiguous:     {bare[False]:8.0f} images/s")
-    print(f"  bare step, channels_last:  {bare[True]:8.0f} images/s")
-    print(f"  harness ({layout}): {rate:8.0f} images/s = {rate / max(bare.values()):.3f}x the faster bare step")
+          f"{where}, {torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeats} "
+          f"interleaved passes of {args.images} images")
+    print(f"  bare step, contiguous:     {args.images / statistics.median(times[False]):8.0f} images/s")
+    print(f"  bare step, channels_last:  {args.images / statistics.median(times[True]):8.0f} images/s")
+    print(f"  harness ({layout}): {rate:8.0f} images/s = {rate / bare_rate:.3f}x the faster bare step")
     t0 = time.perf_counter()
     pruning.global_magnitude_prune(run.params, 0.5, optimizer=run.optimizer)
     prune_s = time.perf_counter() - t0

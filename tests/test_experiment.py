@@ -273,7 +273,7 @@ def test_real_fashion_mnist_training_beats_chance(tmp_path):
             "--epochs", "3", "--train-subset", "3000", "--out", str(tmp_path)]
     assert run("mnist", *argv) == 0
     result = read_json(tmp_path / "fashion-mnist" / "progressive-0.744" / "seed42.json")
-    assert result["test_accuracy"] > 60.0  # chance is 10%; measured 76.9% with this config on the CPU
+    assert result["test_accuracy"] > 60.0  # chance is 10%; measured 77.19% with this config on the CPU
     assert result["params_prunable"] - result["params_nonzero"] == round(0.744 * result["params_prunable"])
 
 
