@@ -72,8 +72,11 @@ class Run:
                                                   "method": {}, "mask_checks": []})
 
     def initial_weights(self, seed: int) -> dict[str, torch.Tensor]:
-        """The state_dict a fresh model of this run's shape has when built with ``seed``."""
-        return build_model(self.config.replace(seed=seed), self.data, torch.device("cpu"), prunes=False)[0].state_dict()
+        """The state_dict a fresh model of this run's shape has when built with ``seed`` (the global RNG is
+        left as it was)."""
+        with torch.random.fork_rng(devices=[]):
+            model, _ = build_model(self.config.replace(seed=seed), self.data, torch.device("cpu"), prunes=False)
+        return model.state_dict()
 
 
 # ----------------------------------------------------------------------------------------------------------
