@@ -178,7 +178,8 @@ def parse_config(argv: list[str] | None, prog: str, description: str, datasets: 
 
 
 def with_recipe_defaults(config: Config) -> Config:
-    """Fill the recipe fields left at None from the dataset's paper recipe (target only if the method has one)."""
+    """Fill the training fields left at None from the dataset's paper recipe (the target sparsity is the
+    method's option: methods.resolve fills it, for methods that have one)."""
     recipe = PAPER_RECIPES[config.dataset]
     filled = {name: getattr(recipe, name) for name in ("epochs", "batch_size", "lr", "momentum", "weight_decay",
                                                        "label_smoothing") if getattr(config, name) is None}

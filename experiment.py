@@ -170,7 +170,8 @@ def check_finished(paths: dict[str, str], config: Config) -> bool:
     if not os.path.exists(paths["result"]) or config.force:
         return False
     try:
-        finished = results.upgrade(json.load(open(paths["result"])))
+        with open(paths["result"]) as f:
+            finished = results.upgrade(json.load(f))
     except (OSError, ValueError):
         raise UsageError(f"{paths['result']} exists but is not readable JSON; move it away or pass --force") from None
     diff = cfg.config_difference(finished.get("config", {}), config.to_dict())

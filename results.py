@@ -58,10 +58,10 @@ def upgrade(result: dict) -> dict:
     label = result.get("method", "")
     if label != DENSE and config.get("schedule") not in (None, "linear"):
         label += f"-{config['schedule']}"
+    epochs = result.get("epochs", config.get("epochs"))
     result.update(
         schema=SCHEMA, config=config, precision=precision, label=label,
-        epochs=result.get("epochs", config.get("epochs")),
-        epochs_trained=result.get("epochs", config.get("epochs")),  # one cycle: every epoch was trained
+        epochs=epochs, epochs_trained=epochs,  # one cycle: every epoch was trained
         history=[{"round": 0, "target_sparsity": row.get("sparsity"), **row} for row in result.get("history", [])],
     )
     return result
