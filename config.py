@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 RECIPE, METHOD, RUN = "recipe", "method", "run"
 MAX_SEED = 2**32  # numpy and torch generators take seeds in [0, 2**32)
+MAX_ROUNDS = 100  # imp: more rounds than this is a typo (each round is a whole training cycle)
 
 
 class ConfigError(Exception):
@@ -75,6 +76,8 @@ class Config:
                                "from --seed (the control) (default donor)", METHOD, choices=("donor", "random"))
     donor: str = option(None, "ticket: the donor run's method label and target, read from --mask-from", METHOD,
                         flag=False)
+    donor_id: str = option(None, "ticket: the donor's seed and a hash of its final mask (what the run trains)",
+                           METHOD, flag=False)
     # -- where and how (never part of the recipe)
     mask_from: str = option(None, "ticket: a finished pruned run (its result JSON or model file)", RUN,
                             method_option=True)
@@ -82,7 +85,12 @@ class Config:
     no_download: bool = option(False, "never try to download the dataset", RUN, bool)
     out: str = option("results", "results folder", RUN)
     device: str = option("auto", "device to train on", RUN, choices=("auto", "cpu", "cuda", "mps"))
-    compile: bool = option(False, "torch.compile the model (CUDA recommended)", RUN, bool)
+    compile: bool = option(False, "torch.compile the model (CUDA only: refused on the CPU, where inductor's "
+                                  "channels_last convolutions can corrupt the heap)", RUN, bool)
+    channels_last: bool = option(False, "CPU: use the channels_last memory layout (CUDA always does; 1.1-1.3x "
+                                        "faster on some CPUs, but oneDNN's channels_last convolutions crashed with "
+                                        "heap corruption at widths 4/8 with odd batch sizes on the CPUs tried)",
+                                 RUN, bool)
     force: bool = option(False, "rerun from scratch even if a result or checkpoint exists", RUN, bool)
     script: str = option(None, "the script that ran", RUN, flag=False)
 
@@ -209,7 +217,7 @@ def validate(config: Config) -> Config:
         ("prune_epoch", c.prune_epoch is None or 0 <= c.prune_epoch < c.epochs,
          f"must be an epoch in [0, {c.epochs}), got {c.prune_epoch}"),
         ("score_batches", c.score_batches is None or c.score_batches >= 1, f"must be positive, got {c.score_batches}"),
-        ("rounds", c.rounds is None or c.rounds >= 1, f"must be positive, got {c.rounds}"),
+        ("rounds", c.rounds is None or 1 <= c.rounds <= MAX_ROUNDS, f"must be in [1, {MAX_ROUNDS}], got {c.rounds}"),
         ("rewind_epoch", c.rewind_epoch is None or 0 <= c.rewind_epoch < c.epochs,
          f"must be an epoch in [0, {c.epochs}), got {c.rewind_epoch}"),
     ]

@@ -161,3 +161,17 @@ def global_batchnorm(model: nn.Module, device_type: str) -> nn.Module:
         else:
             global_batchnorm(child, device_type)
     return model
+
+
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 for a plain run), readable before the group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def broadcast_object(obj, world: World):
+    """Rank 0's ``obj`` (any picklable value) on every rank; a plain run returns ``obj``."""
+    if world.size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,10 @@ class UsageError(Exception):
 
 class Diverged(Exception):
     """The loss, the validation loss or the weights became NaN or inf."""
+
+
+class WriteFailed(Exception):
+    """A checkpoint, model or result could not be written (disk full, I/O error, ...); the run stops."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +102,11 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name, local_rank) if name == "cuda" else torch.device(name)
 
 
-def channels_last(device: torch.device) -> bool:
-    """Whether the model and its inputs use the channels_last memory layout on ``device``: on CUDA and on the
-    CPU, where benchmarks/bench_train.py measured it faster for this ResNet-18 (README)."""
-    return device.type in ("cuda", "cpu")
+def channels_last(config: Config, device: torch.device) -> bool:
+    """Whether the model and its inputs use the channels_last memory layout: always on CUDA; on the CPU only
+    with --channels-last, since oneDNN's channels_last convolution backward corrupted the heap (SIGSEGV,
+    "free(): invalid next size") at widths 4/8 with odd batch sizes on the CPUs tried (README)."""
+    return device.type == "cuda" or (device.type == "cpu" and config.channels_last)
 
 
 def resolve_precision(config: Config, device: torch.device) -> Config:
@@ -111,10 +117,11 @@ def resolve_precision(config: Config, device: torch.device) -> Config:
 
 
 def run_paths(config: Config) -> dict[str, str]:
-    """results/<dataset>/<label>[-<target>]/seed<seed>.{json,ckpt.pt,model.pt}"""
+    """results/<dataset>/<label>[-<target>]/seed<seed>.{json,ckpt.pt,model.pt,lock}"""
     folder = os.path.join(config.out, config.dataset, methods.METHODS[config.method].folder(config))
     stem = os.path.join(folder, f"seed{config.seed}")
-    return {"folder": folder, "result": stem + ".json", "checkpoint": stem + ".ckpt.pt", "model": stem + ".model.pt"}
+    return {"folder": folder, "result": stem + ".json", "checkpoint": stem + ".ckpt.pt", "model": stem + ".model.pt",
+            "lock": stem + ".lock"}
 
 
 def atomic_write(path: str, write) -> None:
@@ -136,17 +143,105 @@ def atomic_write(path: str, write) -> None:
         raise
 
 
+def write_file(path: str, write) -> None:
+    """atomic_write, with a failure (disk full, I/O error, ...) turned into one WriteFailed line."""
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise WriteFailed(f"could not write {path} ({e.strerror or e})") from None
+
+
 def write_json(path: str, obj: dict) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+    write_file(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
-def ensure_writable(folder: str) -> None:
+def ensure_writable(folder: str) -> list[str]:
+    """Make ``folder`` (and its missing parents) and check that files can be written there; returns the
+    folders made, outermost first."""
+    made, parent = [], os.path.abspath(folder)
+    while not os.path.isdir(parent) and parent != os.path.dirname(parent):
+        made.insert(0, parent)
+        parent = os.path.dirname(parent)
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
+        remove_empty_folders(made)
         raise UsageError(f"cannot write results to {folder}: {e.strerror or e}") from None
+    return made
+
+
+def remove_empty_folders(folders: list[str]) -> None:
+    """Remove the folders that are empty, innermost first (os.rmdir never removes a folder with files)."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def acquire_lock(path: str) -> int:
+    """An exclusive ``flock`` on ``path`` (created if needed), which names its holder; the open descriptor.
+
+    The OS drops the lock when the process dies, even by kill -9, so a lock is never stale. Raises UsageError
+    naming the holder if another process has it."""
+    import fcntl  # POSIX only; imported here so that the module still imports elsewhere
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "a process that has not said who it is"
+            os.close(fd)
+            raise UsageError(f"{path}: another process is running this run ({holder}); wait for it or stop it") \
+                from None
+        with contextlib.suppress(OSError):  # its last holder may have removed the file meanwhile: then retry
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+    return fd
+
+
+def release_lock(path: str, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)  # while still holding it, so that no other process can hold a lock on the old file
+    os.close(fd)
+
+
+def remove_stale_temp_files(paths: dict[str, str]) -> None:
+    """Delete partial files that a killed earlier process of this run left (atomic_write's .tmp-*<name>)."""
+    names = tuple(os.path.basename(paths[k]) for k in ("result", "checkpoint", "model"))
+    for entry in os.scandir(paths["folder"]):
+        if entry.name.startswith(".tmp-") and entry.name.endswith(names):
+            with contextlib.suppress(OSError):
+                os.remove(entry.path)
+
+
+@contextlib.contextmanager
+def claim_run_folder(paths: dict[str, str], world: World):
+    """Hold this run's folder while the run lasts: rank 0 makes it, takes its lock (a second process for the
+    same run is refused with one line naming the holder; under torchrun every rank stops) and removes stale
+    temp files. On leaving, the lock is released and a folder made here is removed again if it is empty."""
+    made, lock, error = [], None, None
+    if world.is_main:
+        try:
+            made = ensure_writable(paths["folder"])
+            lock = acquire_lock(paths["lock"])
+            remove_stale_temp_files(paths)
+        except UsageError as e:
+            remove_empty_folders(made)
+            error = str(e)
+    error = distributed.broadcast_object(error, world)
+    if error:
+        raise UsageError(error)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            release_lock(paths["lock"], lock)
+        remove_empty_folders(made)
 
 
 def load_checkpoint(path: str, config: Config) -> dict:
@@ -165,19 +260,28 @@ def load_checkpoint(path: str, config: Config) -> dict:
     return ckpt
 
 
-def check_finished(paths: dict[str, str], config: Config) -> bool:
-    """True if this run's result exists (same recipe); a result of another recipe is refused, never replaced."""
-    if not os.path.exists(paths["result"]) or config.force:
-        return False
+def finished_result(path: str, config: Config) -> dict | None:
+    """The finished result at ``path`` if there is one of this recipe, None if there is none; a result of
+    another recipe (or an unreadable one) is refused with UsageError, never replaced."""
+    if not os.path.exists(path):
+        return None
     try:
-        with open(paths["result"]) as f:
+        with open(path) as f:
             finished = results.upgrade(json.load(f))
     except (OSError, ValueError):
-        raise UsageError(f"{paths['result']} exists but is not readable JSON; move it away or pass --force") from None
+        raise UsageError(f"{path} exists but is not readable JSON; move it away or pass --force") from None
     diff = cfg.config_difference(finished.get("config", {}), config.to_dict())
     if diff:
-        raise UsageError(f"{paths['result']} holds a finished run with a different config ({diff}); "
+        raise UsageError(f"{path} holds a finished run with a different config ({diff}); "
                          f"use another --out, or --force to replace it")
+    return finished
+
+
+def check_finished(paths: dict[str, str], config: Config) -> bool:
+    """True if this run's result exists (same recipe); a result of another recipe is refused, never replaced."""
+    finished = None if config.force else finished_result(paths["result"], config)
+    if finished is None:
+        return False
     acc = finished.get("test_accuracy")
     acc_text = f"{acc:.2f}%" if isinstance(acc, (int, float)) else "unknown"
     print(f"{paths['result']} is finished (test accuracy {acc_text}); skipping. Pass --force to run it again.")
@@ -191,32 +295,38 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def train_one_epoch(run: Run, epoch: int) -> tuple[float, float]:
-    """One pass over the training split; returns (mean loss, accuracy %). Raises Diverged on NaN/inf.
+def forward_backward(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training step up to the gradients, on this process's shard of the global batch ``x, y``; returns
+    the shard's (mean loss, logits, labels), detached.
 
-    With several processes, each trains on its shard of every global batch; its mean loss is scaled by
-    shard / global batch * world size, so that DDP's average of the gradients is the global batch's gradient
-    (for a plain run the factor is exactly 1)."""
+    With several processes, the shard's mean loss is scaled by shard / global batch * world size, so that
+    DDP's average of the gradients is the global batch's gradient (for a plain run the factor is exactly 1).
+    A rank whose shard is empty (a last global batch smaller than the world) joins the step's collectives with
+    an empty batch: it adds nothing to the loss, the gradients or the global BatchNorm statistics."""
+    lo, hi = distributed.shard(y.shape[0], run.world)
+    weight = (hi - lo) * run.world.size / y.shape[0]
+    x, y = x[lo:hi], y[lo:hi]
+    with autocast(run.device, run.config.precision):
+        logits = run.forward(x)
+        loss = run.criterion(logits.float(), y) if hi > lo else logits.float().sum() * 0.0
+    run.optimizer.zero_grad(set_to_none=True)
+    (loss * weight if weight != 1 else loss).backward()
+    return loss.detach(), logits.detach(), y
+
+
+def train_one_epoch(run: Run, epoch: int) -> tuple[float, float]:
+    """One pass over the training split; returns (mean loss, accuracy %). Raises Diverged on NaN/inf."""
     c, d, device, world = run.config, run.data, run.device, run.world
     run.forward.train()
     sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss sum, correct
     gen = data.epoch_generator(c.seed, epoch)
-    batches = data.iterate_batches(*d.train, c.batch_size, d.train_transform, gen, channels_last=channels_last(device))
+    batches = data.iterate_batches(*d.train, c.batch_size, d.train_transform, gen,
+                                   channels_last=channels_last(c, device))
     for x, y in progress(batches, run, -(-d.train[1].shape[0] // c.batch_size), f"epoch {epoch + 1}"):
-        lo, hi = distributed.shard(y.shape[0], world)
-        weight = (hi - lo) * world.size / y.shape[0]
-        if hi == lo:  # a last global batch smaller than the world: this rank joins the step with zero weight
-            lo, hi = y.shape[0] - 1, y.shape[0]
-        x, y = x[lo:hi], y[lo:hi]
-        with autocast(device, c.precision):
-            logits = run.forward(x)
-            loss = run.criterion(logits.float(), y)
-        run.optimizer.zero_grad(set_to_none=True)
-        (loss * weight if weight != 1 else loss).backward()
+        loss, logits, y = forward_backward(run, x, y)
         run.optimizer.step()
-        if weight:
-            sums[0] += loss.detach() * y.shape[0]
-            sums[1] += (logits.argmax(1) == y).sum()
+        sums[0] += loss * y.shape[0]
+        sums[1] += (logits.argmax(1) == y).sum()
     sums = distributed.all_reduce_sum(sums, world)  # one sync per epoch, not per step
     n = d.train[1].shape[0]
     mean_loss = float(sums[0]) / n
@@ -246,7 +356,7 @@ def evaluate(run: Run, split: tuple[torch.Tensor, torch.Tensor]) -> tuple[float 
     lo, hi = distributed.shard(n, run.world)
     sums = torch.zeros(2, dtype=torch.float64, device=run.device)  # loss sum, correct
     for x, y in data.iterate_batches(split[0][lo:hi], split[1][lo:hi], run.config.eval_batch_size,
-                                     run.data.eval_transform, channels_last=channels_last(run.device)):
+                                     run.data.eval_transform, channels_last=channels_last(run.config, run.device)):
         with autocast(run.device, run.config.precision):
             logits = run.inference(x).float()  # no DDP wrapper: no collective per batch; shards may differ
         sums[0] += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
@@ -277,7 +387,7 @@ def log_epoch(row: dict, run: Run, rounds: int) -> None:
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+    write_file(path, lambda f: torch.save(state, f))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -290,7 +400,7 @@ def build_model(config: Config, d: data.Data, device: torch.device, prunes: bool
     model = ResNet18(in_channels=d.in_channels, num_classes=d.num_classes, width=config.width).to(device)
     if world.size > 1 and not config.no_sync_bn:
         model = distributed.global_batchnorm(model, device.type)
-    if channels_last(device):
+    if channels_last(config, device):
         model = model.to(memory_format=torch.channels_last)
     params = pruning.prunable_parameters(model)
     if prunes:
@@ -303,7 +413,10 @@ def make_run(config: Config, device: torch.device, paths: dict[str, str], world:
     d = data.prepare_data(config.dataset, config.data_dir, download=not config.no_download, dummy=config.dummy,
                           val_fraction=config.val_fraction, train_subset=config.train_subset, seed=config.seed,
                           device=device, hflip_digits=not config.no_hflip)
-    model, params = build_model(config, d, device, methods.METHODS[config.method].prunes, world)
+    method = methods.METHODS[config.method]
+    model, params = build_model(config, d, device, method.prunes, world)
+    method.validate(config, methods.Sizes(prunable=sum(getattr(m, n).numel() for m, n in params),
+                                          train_batches=-(-d.train[1].shape[0] // config.batch_size)))
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
@@ -392,9 +505,14 @@ def write_result(run: Run) -> dict:
     })
     if not run.world.is_main:
         return result
+    if not c.force:  # a result of another recipe that appeared meanwhile is never overwritten
+        try:
+            finished_result(run.paths["result"], c)
+        except UsageError as e:
+            raise WriteFailed(f"not writing this run's result: {e}") from None
     pruning.make_pruning_permanent(run.params)
     compact = pruning.compact_state_dict(run.model.state_dict())  # pruned weights as bit mask + survivors
-    atomic_write(run.paths["model"], lambda f: torch.save(compact, f))
+    write_file(run.paths["model"], lambda f: torch.save(compact, f))
     write_json(run.paths["result"], result)
     os.remove(run.paths["checkpoint"])
     print(f"test accuracy {test_acc:.2f}% at sparsity {100 * result['final_sparsity']:.2f}% "
@@ -418,9 +536,16 @@ def train_in(config: Config, world: World) -> int:
     if config.batch_size % world.size:
         raise UsageError(f"--batch-size {config.batch_size} (the global batch) is not divisible by the "
                          f"{world.size} processes")
+    if config.compile and device.type == "cpu":
+        raise UsageError("--compile is refused on the CPU: inductor lays convolutions out channels_last, and "
+                         "oneDNN's channels_last convolutions corrupted the heap on the CPUs tried; use it on CUDA")
     paths = run_paths(config)
-    if world.is_main:
-        ensure_writable(paths["folder"])
+    with claim_run_folder(paths, world):
+        return train_claimed(config, device, paths, world)
+
+
+def train_claimed(config: Config, device: torch.device, paths: dict[str, str], world: World) -> int:
+    """train_in, for a process holding the run folder's lock."""
     if check_finished(paths, config):
         return 0
     run = make_run(config, device, paths, world)
@@ -430,13 +555,19 @@ def train_in(config: Config, world: World) -> int:
           f"{d.test[1].shape[0]} test images" + (f", {world.size} processes ({world.backend})" if world.size > 1 else ""))
     try:
         run_epochs(run)
-    except (Diverged, distributed.MaskMismatch) as e:
-        kept = (f"the last good checkpoint ({paths['checkpoint']}, after {len(run.state['history'])} epochs) is kept"
-                if os.path.exists(paths["checkpoint"]) else "no checkpoint was written")
-        print(f"error: {e}; stopped. {kept}.", file=sys.stderr)
+        write_result(run)
+    except (Diverged, distributed.MaskMismatch, WriteFailed) as e:
+        print(f"error: {e}; stopped. {kept_checkpoint(run)}.", file=sys.stderr)
         return 1
-    write_result(run)
     return 0
+
+
+def kept_checkpoint(run: Run) -> str:
+    """What a stopped run leaves to resume from, for its error line."""
+    path = run.paths["checkpoint"]
+    if not os.path.exists(path):
+        return "no checkpoint was written"
+    return f"the last good checkpoint ({path}, after {len(run.state['history'])} epochs) is intact"
 
 
 def git_commit() -> str | None:
@@ -468,16 +599,20 @@ def _torchvision_version() -> str | None:
 
 def main(script: Script, argv: list[str] | None = None) -> int:
     """Parse flags, fill the recipe, run; bad input becomes one 'error:' line and exit code 2."""
+    say = print if distributed.launched_rank() == 0 else (lambda *args, **kwargs: None)  # torchrun: rank 0 speaks
     try:
         options = {name: methods.METHODS[name].options for name in script.methods}
         default_dataset = None if script.dataset_required else script.datasets[0]
         config = cfg.parse_config(argv, script.name, script.description, script.datasets, options, default_dataset)
-        return train(cfg.validate(methods.resolve(config)))
+        cfg.validate(config)  # before any default is derived from a value (imp's rounds from the target)
+        methods.check_options(config)
+        config = methods.resolve(config)
+        return train(cfg.validate(config))
     except (cfg.ConfigError, UsageError, data.DataError) as e:
-        print(f"{script.name}: error: {e}", file=sys.stderr)
+        say(f"{script.name}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{script.name}: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        say(f"{script.name}: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
     finally:
         distributed.shutdown()

@@ -16,7 +16,9 @@ are saved in every checkpoint (so a killed run resumes inside a round). Adding a
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -27,16 +29,31 @@ import results
 from config import MAX_SEED, OPTION_FIELDS, PAPER_RECIPES, Config, ConfigError
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """What a method's checks may need beyond the config: counts known once the data and the model exist."""
+    prunable: int  # prunable weights of the network
+    train_batches: int  # training batches per epoch
+
+
 class Method:
     """The default hooks: one round, no pruning. Subclasses override what they need."""
 
     name = ""
     options: tuple[str, ...] = ()  # the config.OPTION_FIELDS this method uses (its flags, and derived values)
+    derived: tuple[str, ...] = ()  # the options it derives itself: never given on the command line
     prunes = True  # attach masks to the prunable weights at build time
 
     def defaults(self, config: Config) -> dict:
         """Values for this method's options that the user left at None."""
         return {}
+
+    def validate(self, config: Config, sizes: Sizes) -> None:
+        """Raise ConfigError (one line naming the flag) if ``config`` cannot run on a network and data of these
+        sizes. The default: a pruning method's target must leave at least one weight (as the count rounds)."""
+        if self.prunes and round(self.target(config) * sizes.prunable) >= sizes.prunable:
+            raise ConfigError(f"--target-sparsity {self.target(config)} prunes all {sizes.prunable:,} prunable "
+                              f"weights of this network: no weight would be left")
 
     def label(self, config: Config) -> str:
         """The name of this variant in tables and result folders."""
@@ -138,7 +155,13 @@ class Snip(AtInitialisation):
     options = ("target_sparsity", "score_batches")
 
     def defaults(self, config: Config) -> dict:
-        return {"score_batches": config.score_batches or 1}
+        return {"score_batches": 1 if config.score_batches is None else config.score_batches}
+
+    def validate(self, config: Config, sizes: Sizes) -> None:
+        super().validate(config, sizes)
+        if config.score_batches > sizes.train_batches:
+            raise ConfigError(f"--score-batches {config.score_batches} is more than the {sizes.train_batches} "
+                              f"training batches of an epoch")
 
     def scores(self, run) -> dict:
         c, d, model = run.config, run.data, run.model
@@ -197,11 +220,21 @@ class IterativeMagnitude(Method):
     def label(self, config: Config) -> str:
         return f"{self.name}-r{config.rounds}" + (f"-rewind{config.rewind_epoch}" if config.rewind_epoch else "")
 
+    def validate(self, config: Config, sizes: Sizes) -> None:
+        super().validate(config, sizes)
+        pruned = [round(self.round_sparsity(config, r) * sizes.prunable) for r in range(config.rounds + 1)]
+        idle = next((r for r in range(1, len(pruned)) if pruned[r] <= pruned[r - 1]), None)
+        if idle is not None:  # the same rounding as global_magnitude_prune: round(sparsity * n)
+            raise ConfigError(f"--rounds {config.rounds}: round {idle} would prune no weight (target "
+                              f"{config.target_sparsity} of {sizes.prunable:,} weights); use fewer rounds")
+
     def rounds(self, config: Config) -> int:
         return config.rounds + 1
 
     @staticmethod
     def round_sparsity(config: Config, r: int) -> float:
+        if r == 0:
+            return 0.0
         if r >= config.rounds:
             return config.target_sparsity  # exactly, no floating-point round trip
         return 1.0 - (1.0 - config.target_sparsity) ** (r / config.rounds)
@@ -235,11 +268,13 @@ class Ticket(Method):
     from another dataset or architecture is refused."""
 
     name = "ticket"
-    options = ("mask_from", "reinit", "donor", "target_sparsity")
+    options = ("mask_from", "reinit", "donor", "donor_id", "target_sparsity")
+    derived = ("donor", "donor_id", "target_sparsity")  # read from the donor: part of the recipe, never a flag
 
     def defaults(self, config: Config) -> dict:
         donor = read_donor(config)
         return {"reinit": config.reinit or "donor", "donor": f"{donor['label']}-{donor['target_sparsity']:g}",
+                "donor_id": f"seed{donor['seed']}-mask-{mask_hash(read_donor_weights(config, donor))}",
                 "target_sparsity": donor["target_sparsity"]}
 
     def label(self, config: Config) -> str:
@@ -250,7 +285,9 @@ class Ticket(Method):
 
     def start_round(self, run, r: int) -> None:
         donor = read_donor(run.config)
-        weights = pruning.expand_state_dict(torch.load(donor["_model"], map_location="cpu", weights_only=True))
+        weights = read_donor_weights(run.config, donor)
+        if mask_hash(weights) != run.config.donor_id.rsplit("-", 1)[-1]:
+            raise ConfigError(f"--mask-from {run.config.mask_from}: its model file changed since this run started")
         names = {id(m): name for name, m in run.model.named_modules()}
         seed = donor["seed"] if run.config.reinit == "donor" else control_seed(run.config.seed, donor["seed"])
         initial, own = run.initial_weights(seed), run.model.state_dict()
@@ -282,6 +319,28 @@ def control_seed(seed: int, donor_seed: int) -> int:
     return fresh if fresh != donor_seed else (fresh + 1) % MAX_SEED
 
 
+def read_donor_weights(config: Config, donor: dict) -> dict[str, torch.Tensor]:
+    """The donor's final weights (its compact model file, integrity-checked), or one ConfigError line."""
+    try:
+        return pruning.expand_state_dict(torch.load(donor["_model"], map_location="cpu", weights_only=True))
+    except Exception as e:  # truncated, corrupted, not a model file: torch and expand_state_dict say which
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ConfigError(f"--mask-from {config.mask_from}: its model file {donor['_model']} is unreadable "
+                          f"({reason})") from None
+
+
+def mask_hash(weights: dict[str, torch.Tensor]) -> str:
+    """16 hex digits of a SHA-256 over which entries of every weight matrix/kernel (floating, 2+ dims) are
+    nonzero, in key order: equal exactly when two models have the same mask."""
+    digest = hashlib.sha256()
+    for key in sorted(weights):
+        t = weights[key]
+        if t.is_floating_point() and t.dim() >= 2:
+            digest.update(key.encode() + str(list(t.shape)).encode())
+            digest.update((t != 0).reshape(-1).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def read_donor(config: Config) -> dict:
     """The donor's result (``_model``: its model file), checked to be a pruned run of this dataset and width."""
     path = config.mask_from
@@ -305,6 +364,18 @@ def read_donor(config: Config) -> dict:
 
 METHODS: dict[str, Method] = {m.name: m for m in (Progressive(), Dense(), OneShot(), Snip(), Random(),
                                                   IterativeMagnitude(), Ticket())}
+
+
+def check_options(config: Config) -> None:
+    """Raise ConfigError if an option was given that the chosen method does not use or derives itself (a
+    silently dropped flag would run another experiment than the one asked for)."""
+    method = METHODS[config.method]
+    for name in sorted(OPTION_FIELDS):
+        if getattr(config, name) is None or (name in method.options and name not in method.derived):
+            continue
+        owners = [m.name for m in METHODS.values() if name in m.options and name not in m.derived]
+        raise ConfigError(f"--{name.replace('_', '-')} is not an option of {config.method}"
+                          + (f" (it is one of {', '.join(owners)})" if owners else ""))
 
 
 def resolve(config: Config) -> Config:

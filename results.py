@@ -35,8 +35,11 @@ def check(result: dict, where: str = "result") -> dict:
     missing = [k for k in REQUIRED if k not in result]
     if missing:
         raise ResultError(f"{where}: missing key(s) {', '.join(missing)}")
-    if not isinstance(result["test_accuracy"], (int, float)) or not isinstance(result["config"], dict):
+    acc = result["test_accuracy"]
+    if not isinstance(acc, (int, float)) or isinstance(acc, bool) or not isinstance(result["config"], dict):
         raise ResultError(f"{where}: test_accuracy must be a number and config an object")
+    if not (0.0 <= acc <= 100.0):  # NaN and inf fail this too
+        raise ResultError(f"{where}: test_accuracy {acc} is not a percentage in [0, 100]")
     bad_rows = [i for i, row in enumerate(result["history"]) if not set(READ_HISTORY_KEYS) <= set(row)]
     if bad_rows:
         raise ResultError(f"{where}: history row {bad_rows[0]} lacks one of {', '.join(READ_HISTORY_KEYS)}")

@@ -107,7 +107,7 @@ def main() -> None:
             times[cl].append(bare[cl]())
     rate = args.images / statistics.median(times["harness"])
     bare_rate = args.images / min(statistics.median(times[cl]) for cl in (False, True))  # the faster layout
-    layout = "channels_last" if experiment.channels_last(device) else "contiguous"
+    layout = "channels_last" if experiment.channels_last(run.config, device) else "contiguous"
     recipe = config.PAPER_RECIPES[args.dataset]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"{args.dataset}, ResNet-18 width {args.width}, batch {recipe.batch_size}, {device} {run.config.precision}, "

@@ -163,7 +163,7 @@ def test_divergence_stops_with_the_last_good_checkpoint_kept(mnist_idx_dir, tmp_
     poison(monkeypatch, 1, "before")
     assert run("mnist", *tiny(mnist_idx_dir, tmp_path)) == 1
     err = capsys.readouterr().err
-    assert "training loss became nan in epoch 2" in err and "checkpoint" in err and "after 1 epochs) is kept" in err
+    assert "training loss became nan in epoch 2" in err and "checkpoint" in err and "after 1 epochs) is intact" in err
     folder = tmp_path / "mnist" / "progressive-0.744"
     assert not (folder / "seed42.json").exists()
     assert torch.load(folder / "seed42.ckpt.pt", weights_only=True)["epoch"] == 1  # epoch 1's, intact
@@ -173,7 +173,7 @@ def test_non_finite_weights_stop_the_run_and_are_never_checkpointed(mnist_idx_di
     poison(monkeypatch, 0, "after")
     assert run("mnist", *tiny(mnist_idx_dir, tmp_path)) == 1
     err = capsys.readouterr().err
-    assert "in epoch 1" in err and "no checkpoint was written" in err and "is kept" not in err
+    assert "in epoch 1" in err and "no checkpoint was written" in err and "is intact" not in err
     assert not (tmp_path / "mnist" / "progressive-0.744" / "seed42.ckpt.pt").exists()
 
 

@@ -52,7 +52,7 @@ def test_fp32_and_bf16_runs_never_average_together(tmp_path):
 
 
 def test_group_keys_come_from_the_config_fields():
-    assert results.NOT_GROUPING == {"seed", "out", "force", "data_dir", "no_download", "device", "compile", "script",
+    assert results.NOT_GROUPING == {"seed", "out", "force", "data_dir", "no_download", "device", "compile", "channels_last", "script",
                                     "mask_from"}  # the donor's path: its label and target are the "donor" field
     assert {"target_sparsity", "schedule", "rounds", "reinit", "donor", "prune_epoch"} <= config.METHOD_FIELDS
     for name, f in config.FIELDS.items():
@@ -64,7 +64,7 @@ def test_every_field_is_a_flag_of_a_script_that_uses_it():
     parser = config.build_parser("x", "", tuple(config.PAPER_RECIPES), every_method, None)
     flags = {a.dest for a in parser._actions}
     derived = {name for name, f in config.FIELDS.items() if not f.metadata["flag"]}
-    assert derived == {"script", "donor"} and set(config.FIELDS) - derived <= flags
+    assert derived == {"script", "donor", "donor_id"} and set(config.FIELDS) - derived <= flags
 
 
 def test_paper_recipes_cover_every_dataset():
