@@ -461,15 +461,16 @@ def run_epochs(run: Run) -> None:
                    "val_loss": val_loss, "val_accuracy": val_acc, "seconds": time.perf_counter() - start}
             check_finite(run, row)
             last = epoch + 1 == c.epochs
-            state.update(round=r + last, epoch=0 if last else epoch + 1, wall_time_s=state["wall_time_s"] + row["seconds"])
-            state["history"].append(row)
-            state["mask_checks"].append({"round": r, "epoch": epoch, "checksums": checksums})
+            after = {**state, "round": r + last, "epoch": 0 if last else epoch + 1,
+                     "wall_time_s": state["wall_time_s"] + row["seconds"], "history": state["history"] + [row],
+                     "mask_checks": state["mask_checks"] + [{"round": r, "epoch": epoch, "checksums": checksums}]}
             if run.world.is_main:
                 save_checkpoint(run.paths["checkpoint"], {
                     "config": json.dumps(c.to_dict()), "model": run.model.state_dict(),
                     "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-                    "rng_cpu": torch.get_rng_state(), **state,
+                    "rng_cpu": torch.get_rng_state(), **after,
                 })
+            state.update(after)  # only now: run.state describes the last checkpoint written
             distributed.barrier(run.world)  # no rank runs ahead of the checkpoint it would resume from
             log_epoch(row, run, rounds)
 

@@ -165,6 +165,11 @@ def test_plots_are_written(paper_folder, tmp_path):
     ('{"schema": 1, "dataset": "cifar10"', "not valid JSON"),  # partial write
     (json.dumps({k: v for k, v in result(1, 90.0).items() if k != "test_accuracy"}), "missing key(s) test_accuracy"),
     (json.dumps({**result(1, 90.0), "schema": 7}), "unknown schema version 7"),
+    (json.dumps(result(1, float("nan"))), "test_accuracy nan is not a percentage in [0, 100]"),
+    (json.dumps(result(1, float("inf"))), "test_accuracy inf is not a percentage in [0, 100]"),
+    (json.dumps(result(1, -50)), "test_accuracy -50 is not a percentage in [0, 100]"),
+    (json.dumps(result(1, 250.0)), "test_accuracy 250.0 is not a percentage in [0, 100]"),
+    (json.dumps(result(1, True)), "test_accuracy must be a number"),
 ])
 def test_bad_files_are_named_and_skipped_or_fatal_when_strict(paper_folder, capsys, content, message):
     bad = write(paper_folder, "bad.json", content)

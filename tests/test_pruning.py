@@ -508,3 +508,47 @@ def test_compact_resnet18_at_the_papers_sparsity_is_under_0_3x_and_loads_into_a_
     plain.load_state_dict(pruning.expand_state_dict(torch.load(tmp_path / "compact.pt", weights_only=True)))
     expected = model.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in plain.state_dict().items())
+
+
+def small_compact() -> dict:
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(32, 16, generator=gen)
+    w[torch.rand(32, 16, generator=gen) < 0.8] = 0.0
+    return pruning.compact_state_dict({"a.weight": w, "bias": torch.randn(32, generator=gen)})
+
+
+def test_two_bytes_changed_inside_a_compact_file_are_caught_naming_the_tensor(tmp_path):
+    compact = small_compact()
+    torch.save(compact, tmp_path / "c.pt")
+    raw = (tmp_path / "c.pt").read_bytes()
+    values = compact["sparse"]["a.weight"]["values"].numpy().tobytes()
+    at = raw.index(values) + 8  # inside the survivors' values, as a bad disk or copy would
+    damaged = raw[:at] + bytes(b ^ 0x40 for b in raw[at:at + 2]) + raw[at + 2:]
+    (tmp_path / "c.pt").write_bytes(damaged)
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)  # torch itself does not notice
+    with pytest.raises(ValueError, match=r"^compact state_dict: 'a.weight' does not match its SHA-256"):
+        pruning.expand_state_dict(loaded)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda c: c["sparse"].pop("a.weight"), "'a.weight' is missing or malformed"),
+    (lambda c: c["sparse"]["a.weight"].update(values=c["sparse"]["a.weight"]["values"][:-1]), "values for"),
+    (lambda c: c["sparse"]["a.weight"].update(bits=c["sparse"]["a.weight"]["bits"][:-1]), "mask bytes for 512"),
+    (lambda c: c["sparse"]["a.weight"].update(shape=[32, "16"]), "malformed shape"),
+    (lambda c: c.pop("dense"), "no 'dense' entry"),
+    (lambda c: c["sha256"].update(bias="0" * 64), "'bias' does not match its SHA-256"),
+])
+def test_malformed_or_truncated_compact_entries_raise_one_error_naming_the_key(damage, message):
+    compact = small_compact()
+    damage(compact)
+    with pytest.raises(ValueError, match="compact state_dict: ") as info:
+        pruning.expand_state_dict(compact)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_compact_files_of_the_first_format_still_expand():
+    compact = small_compact()
+    old = {**compact, "format": "pruning.compact_state_dict/1"}
+    del old["sha256"]
+    assert all(torch.equal(a, b) for a, b in zip(pruning.expand_state_dict(old).values(),
+                                                 pruning.expand_state_dict(compact).values()))
