@@ -9,8 +9,11 @@ it has (one full schedule of ``epochs`` each), and calls
 
 ``run`` is the harness's :class:`experiment.Run`: the model, its prunable ``params``, the optimizer and LR
 scheduler, the data, the config, and ``run.state["method"]``, a dict the method may fill with tensors that
-are saved in every checkpoint (so a killed run resumes inside a round). Adding a method is one entry in
-``METHODS`` plus its tests.
+are saved in every checkpoint (so a killed run resumes inside a round). Before any of them, the harness calls
+``validate(config, sizes)`` once the data and the network exist (a target that prunes every weight, more SNIP
+batches than an epoch has, an IMP round that prunes nothing: one ``ConfigError`` line). A flag of an option
+the method does not use, or derives itself (``derived``), is refused by :func:`check_options`. Adding a
+method is one entry in ``METHODS`` plus its tests.
 """
 
 from __future__ import annotations
