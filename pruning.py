@@ -25,6 +25,7 @@ does not grow with the number of updates, and a ``torch.compile``-d model stays 
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import math
@@ -616,9 +617,11 @@ def _expand_entry(key: str, entry) -> torch.Tensor:
 
 
 def _digest(t: torch.Tensor) -> str:
-    """SHA-256 of a tensor's dtype, shape and bytes (read through numpy, as ``Tensor.numpy`` does)."""
+    """SHA-256 of a tensor's dtype, shape and bytes. The bytes are copied out with ``ctypes`` (standard
+    library), not ``Tensor.numpy``, so that this file needs nothing but torch."""
     raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-    return hashlib.sha256(f"{t.dtype}{list(t.shape)}".encode() + raw.numpy().tobytes()).hexdigest()
+    data = ctypes.string_at(raw.data_ptr(), raw.numel()) if raw.numel() else b""
+    return hashlib.sha256(f"{t.dtype}{list(t.shape)}".encode() + data).hexdigest()
 
 
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)  # first entry = highest bit
