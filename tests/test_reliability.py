@@ -14,25 +14,21 @@ import pytest
 import torch
 
 import experiment
-import train_baseline
 import train_dense
 import train_mnist
 from test_experiment import kill_after_first_checkpoint
+from test_methods import baseline as methods_baseline, run, tiny as methods_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(*argv: str, script=train_baseline.SCRIPT) -> int:
-    return experiment.main(script, list(argv))
-
-
 def tiny(data_dir, out, *extra: str) -> list[str]:
-    return ["--data-dir", str(data_dir), "--no-download", "--width", "8", "--epochs", "2", "--batch-size", "32",
-            "--val-fraction", "0.1", "--out", str(out), "--device", "cpu", *extra]
+    """test_methods' tiny run at 2 epochs (the write-failure tests count the checkpoints)."""
+    return methods_tiny(data_dir, out, "--epochs", "2", *extra)  # the last --epochs given wins
 
 
 def baseline(method: str, data_dir, out, *extra: str) -> list[str]:
-    return ["--dataset", "mnist", "--method", method, *tiny(data_dir, out, *extra)]
+    return methods_baseline(method, data_dir, out, "--epochs", "2", *extra)
 
 
 def script(*argv: str, name: str = "train_dense.py", **kwargs) -> subprocess.CompletedProcess:
