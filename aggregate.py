@@ -122,8 +122,16 @@ def summarize(group: list[dict], ddof: int, config_keys: list[str]) -> dict:
         "prunable": first["params_prunable"], "epochs_trained": statistics.fmean(r["epochs_trained"] for r in group),
         "wall_time_s": statistics.fmean(r.get("wall_time_s") or 0.0 for r in group),
         "config": ", ".join(f"{k}={json.loads(config[k])}" for k in config_keys if k in config),
-        "recipe": results.recipe_key(first), "runs": group,
+        "recipe": results.recipe_key(first), "runs": group, "overlap": mean_overlaps(group),
     }
+
+
+def mean_overlaps(group: list[dict]) -> dict[str, float]:
+    """Per fraction of training (0.1, 0.25, 0.5): the mean over runs of the early would-be final mask's overlap
+    with the final mask; only fractions every run recorded (none for dense runs or older results)."""
+    per_run = [r.get("early_mask_overlap") or {} for r in group]
+    common = set.intersection(*(set(o) for o in per_run))
+    return {f: statistics.fmean(o[f]["overlap"] for o in per_run) for f in sorted(common, key=float)}
 
 
 def welch_p_value(a: list[float], b: list[float]) -> float | None:
@@ -145,7 +153,16 @@ def main_table(summaries: list[dict]) -> list[dict]:
         "acc_mean": s["acc_mean"], "acc_sd": s["acc_sd"], "acc_min": s["acc_min"], "acc_max": s["acc_max"],
         "nonzero": s["nonzero"], "prunable": s["prunable"], "epochs_trained": s["epochs_trained"],
         "wall_time_s": s["wall_time_s"], "config": s["config"],
+        **{f"overlap_{f}": s["overlap"].get(f) for f in OVERLAP_FRACTIONS},
     } for s in summaries]
+
+
+OVERLAP_FRACTIONS = ("0.1", "0.25", "0.5")  # experiment.EARLY_MASK_FRACTIONS, as written in the JSON
+
+
+def _fmt_overlaps(row: dict) -> str:
+    values = [row[f"overlap_{f}"] for f in OVERLAP_FRACTIONS]
+    return "–" if all(v is None for v in values) else " / ".join("–" if v is None else f"{v:.2f}" for v in values)
 
 
 def comparison_table(summaries: list[dict]) -> list[dict]:
@@ -220,7 +237,7 @@ def display_rows(name: str, rows: list[dict]) -> list[dict]:
                  "min–max": f"{r['acc_min']:.2f}–{r['acc_max']:.2f}",
                  "nonzero / prunable": f"{fmt_params(r['nonzero'])} / {fmt_params(r['prunable'])}",
                  "epochs trained": f"{r['epochs_trained']:g}", "wall time": f"{r['wall_time_s'] / 60:.1f} min",
-                 "config": r["config"]} for r in rows]
+                 "final-mask overlap at 10/25/50%": _fmt_overlaps(r), "config": r["config"]} for r in rows]
     if name == "comparison":
         return [{"dataset": r["dataset"], "method": r["method"], "target": f"{100 * r['target_sparsity']:.1f}%",
                  "test acc (n)": f"{r['acc']:.2f} ({r['n']})", "epochs trained": f"{r['epochs_trained']:g}",
@@ -304,62 +321,99 @@ def _drop_empty_config(rows: list[dict]) -> list[dict]:
 # Plots
 
 def plot_figures(summaries: list[dict], folder: str) -> list[str]:
-    """accuracy_vs_sparsity.png, accuracy_vs_cost.png and training_curves.png in ``folder``; returns the paths."""
+    """accuracy_vs_sparsity.png, accuracy_vs_cost.png, training_curves.png and mask_dynamics.png in ``folder``;
+    returns the paths."""
     import matplotlib
     matplotlib.use("Agg")  # headless; set here, not at import, so importing this module changes nothing
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     os.makedirs(folder, exist_ok=True)
+    figures = {
+        "accuracy_vs_sparsity.png": plot_accuracy(summaries, lambda s: 100 * s["sparsity"],
+                                                  "sparsity of prunable weights (%)", 0.3, "-"),
+        "accuracy_vs_cost.png": plot_accuracy(summaries, lambda s: s["epochs_trained"],
+                                              "training cost (epochs trained, all rounds)", 0.2, ""),
+        "training_curves.png": plot_training_curves(summaries),
+        "mask_dynamics.png": plot_mask_dynamics(summaries),
+    }
     paths = []
-
-    def save(fig, name: str) -> None:
+    for name, fig in figures.items():
         paths.append(os.path.join(folder, name))
         fig.tight_layout()
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
+    return paths
 
+
+def plot_accuracy(summaries: list[dict], x_of, xlabel: str, dodge: float, lines: str):
+    """Test accuracy (mean ± sd over seeds) of every method variant through its targets, one panel per dataset."""
+    import matplotlib.pyplot as plt
     datasets = sorted({s["dataset"] for s in summaries})
-    for name, x_of, xlabel, dodge, lines in (
-            ("accuracy_vs_sparsity.png", lambda s: 100 * s["sparsity"], "sparsity of prunable weights (%)", 0.3, "-"),
-            ("accuracy_vs_cost.png", lambda s: s["epochs_trained"], "training cost (epochs trained, all rounds)", 0.2, "")):
-        fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 5), squeeze=False)
-        for ax, dataset in zip(axes[0], datasets):
-            series = defaultdict(list)  # one series per method variant, through its targets
-            for s in summaries:
-                if s["dataset"] == dataset:
-                    series[_label(s)].append(s)
-            for i, (label, members) in enumerate(sorted(series.items())):
-                members.sort(key=x_of)
-                if members[0]["method"] == results.DENSE:  # the reference: a line with its ± sd band
-                    m, sd = members[0]["acc_mean"], members[0]["acc_sd"] or 0.0
-                    ax.axhline(m, color="black", linestyle="--", linewidth=1, label=f"{label} (n={members[0]['n']})")
-                    ax.axhspan(m - sd, m + sd, color="black", alpha=0.08)
-                    continue
-                shift = dodge * (i - (len(series) - 1) / 2)  # side by side where variants share an x
-                ax.errorbar([x_of(s) + shift for s in members], [s["acc_mean"] for s in members],
-                            yerr=[s["acc_sd"] or 0.0 for s in members], fmt="o" + lines, capsize=3, markersize=5,
-                            label=f"{label} (n={'/'.join(str(s['n']) for s in members)})")
-            ax.set(title=f"{dataset}: test accuracy, mean ± sd over seeds", ylabel="test accuracy (%)",
-                   xlabel=xlabel + "\n(variants at the same x are drawn side by side; dense: dashed line, ± sd band)")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="best")
-        save(fig, name)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        series = defaultdict(list)  # one series per method variant, through its targets
+        for s in summaries:
+            if s["dataset"] == dataset:
+                series[_label(s)].append(s)
+        for i, (label, members) in enumerate(sorted(series.items())):
+            members.sort(key=x_of)
+            if members[0]["method"] == results.DENSE:  # the reference: a line with its ± sd band
+                m, sd = members[0]["acc_mean"], members[0]["acc_sd"] or 0.0
+                ax.axhline(m, color="black", linestyle="--", linewidth=1, label=f"{label} (n={members[0]['n']})")
+                ax.axhspan(m - sd, m + sd, color="black", alpha=0.08)
+                continue
+            shift = dodge * (i - (len(series) - 1) / 2)  # side by side where variants share an x
+            ax.errorbar([x_of(s) + shift for s in members], [s["acc_mean"] for s in members],
+                        yerr=[s["acc_sd"] or 0.0 for s in members], fmt="o" + lines, capsize=3, markersize=5,
+                        label=f"{label} (n={'/'.join(str(s['n']) for s in members)})")
+        ax.set(title=f"{dataset}: test accuracy, mean ± sd over seeds", ylabel="test accuracy (%)",
+               xlabel=xlabel + "\n(variants at the same x are drawn side by side; dense: dashed line, ± sd band)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    return fig
 
+
+def plot_training_curves(summaries: list[dict]):
+    """Validation accuracy and measured sparsity over the epochs trained (mean ± sd over seeds)."""
+    import matplotlib.pyplot as plt
     fig, (ax_acc, ax_sp) = plt.subplots(1, 2, figsize=(12, 4.5))
     for s in summaries:
-        label = f"{s['dataset']} {_label(s)}" + ("" if s["method"] == results.DENSE else f" {100 * s['target_sparsity']:.1f}%")
         histories = [r["history"] for r in s["runs"]]
-        _band(ax_acc, histories, "val_accuracy", label, scale=1)
-        _band(ax_sp, histories, "sparsity", label, scale=100)
+        _band(ax_acc, histories, "val_accuracy", _series_name(s), scale=1)
+        _band(ax_sp, histories, "sparsity", _series_name(s), scale=100)
     ax_acc.set(xlabel="epoch trained (all rounds)", ylabel="validation accuracy (%)", title="validation accuracy (mean ± sd)")
     ax_sp.set(xlabel="epoch trained (all rounds)", ylabel="measured sparsity (%)", title="sparsity during training")
-    for ax in (ax_acc, ax_sp):
+    _finish_axes(ax_acc, ax_sp)
+    return fig
+
+
+def plot_mask_dynamics(summaries: list[dict]):
+    """Per pruning method: the normalised Hamming distance between the would-be final masks drawn at the end of
+    consecutive epochs (mean ± sd over seeds); Early-Bird tickets (You et al. 2020) call a mask found when it
+    stays below 0.1."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for s in summaries:
+        if s["method"] != results.DENSE:
+            _band(ax, [r["history"] for r in s["runs"]], "mask_distance", _series_name(s), scale=1)
+    ax.axhline(0.1, color="grey", linestyle=":", linewidth=1, label="0.1 (Early-Bird threshold)")
+    ax.set(xlabel="epoch trained (all rounds)", ylabel="distance to the previous epoch's mask",
+           title="would-be final mask: change per epoch (mean ± sd)")
+    _finish_axes(ax)
+    return fig
+
+
+def _series_name(s: dict) -> str:
+    target = "" if s["method"] == results.DENSE else f" {100 * s['target_sparsity']:.1f}%"
+    return f"{s['dataset']} {_label(s)}{target}"
+
+
+def _finish_axes(*axes) -> None:
+    import matplotlib.ticker
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    save(fig, "training_curves.png")
-    return paths
 
 
 def _label(s: dict) -> str:

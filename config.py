@@ -67,6 +67,14 @@ class Config:
                            METHOD, choices=("linear", "cubic"))
     prune_epoch: int = option(None, "oneshot: epoch (0-based) at whose start the network is pruned (epochs // 2)",
                               METHOD, int)
+    prune_every: int = option(None, "progressive: training steps between pruning events (default: one event at "
+                                    "the start of every epoch, the paper's)", METHOD, int)
+    prune_start: float = option(None, "progressive: first pruning event, as a fraction of the cycle's training "
+                                      "steps (0); oneshot: the step at which it prunes, instead of --prune-epoch",
+                                METHOD, float)
+    prune_end: float = option(None, "progressive: last pruning event (exactly at the target), as a fraction of the "
+                                    "cycle's training steps (default: the start of the last epoch, the paper's)",
+                              METHOD, float)
     score_batches: int = option(None, "snip: training batches whose |grad * weight| is summed (1)", METHOD, int)
     rounds: int = option(None, "imp: pruning rounds after the dense round 0 (smallest R with 0.8**R <= 1 - "
                                "target)", METHOD, int)
@@ -216,6 +224,9 @@ def validate(config: Config) -> Config:
          f"must be in [0, 1), got {c.target_sparsity}"),
         ("prune_epoch", c.prune_epoch is None or 0 <= c.prune_epoch < c.epochs,
          f"must be an epoch in [0, {c.epochs}), got {c.prune_epoch}"),
+        ("prune_every", c.prune_every is None or c.prune_every >= 1, f"must be at least 1 step, got {c.prune_every}"),
+        ("prune_start", c.prune_start is None or 0.0 <= c.prune_start < 1.0, f"must be in [0, 1), got {c.prune_start}"),
+        ("prune_end", c.prune_end is None or 0.0 < c.prune_end < 1.0, f"must be in (0, 1), got {c.prune_end}"),
         ("score_batches", c.score_batches is None or c.score_batches >= 1, f"must be positive, got {c.score_batches}"),
         ("rounds", c.rounds is None or 1 <= c.rounds <= MAX_ROUNDS, f"must be in [1, {MAX_ROUNDS}], got {c.rounds}"),
         ("rewind_epoch", c.rewind_epoch is None or 0 <= c.rewind_epoch < c.epochs,
@@ -224,6 +235,9 @@ def validate(config: Config) -> Config:
     for name, ok, message in checks:
         if not ok:  # NaN fails every comparison above, so it lands here too
             raise ConfigError(f"--{name.replace('_', '-')} {message}")
+    if c.prune_start is not None and c.prune_end is not None and c.prune_end <= c.prune_start:
+        raise ConfigError(f"--prune-end {c.prune_end} is not after --prune-start {c.prune_start}: the pruning "
+                          f"window is empty")
     if c.train_subset is not None and c.val_fraction > 0 and round(c.val_fraction * c.train_subset) in (0, c.train_subset):
         raise ConfigError(f"--val-fraction {c.val_fraction} of --train-subset {c.train_subset} leaves an empty split")
     return config

@@ -11,6 +11,8 @@ call ``main``.
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
 import json
 import math
 import os
@@ -62,8 +64,9 @@ class Script:
 class Run:
     """Everything the loop and the methods' hooks share for one run."""
     config: Config
+    method: methods.Method  # this run's method object (its hooks and state)
     model: nn.Module  # the network, with pruning's reparametrisation when the method prunes
-    forward: nn.Module  # what training calls: the model, compiled if asked, DDP-wrapped with several processes
+    train_net: nn.Module  # what training calls: the model, compiled if asked, DDP-wrapped with several processes
     params: list  # the prunable (module, "weight") pairs
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -72,9 +75,42 @@ class Run:
     device: torch.device
     paths: dict[str, str]
     world: World = World()
-    inference: nn.Module | None = None  # what evaluation calls: the (compiled) model without the DDP wrapper
+    eval_net: nn.Module | None = None  # what evaluation calls: the (compiled) model without the DDP wrapper
     state: dict = field(default_factory=lambda: {"round": 0, "epoch": 0, "history": [], "wall_time_s": 0.0,
-                                                  "method": {}, "mask_checks": []})
+                                                  "mask_checks": [], "prune_events": [], "dynamics": {}})
+
+    def steps_per_epoch(self) -> int:
+        return -(-self.data.train[1].shape[0] // self.config.batch_size)
+
+    def prune(self, sparsity: float, step: int, importance_scores: dict | None = None) -> None:
+        """Prune by global magnitude (or ``importance_scores``) among the active weights to ``sparsity``, with
+        the optimizer state, and record the event."""
+        pruning.global_magnitude_prune(self.params, sparsity, optimizer=self.optimizer,
+                                       importance_scores=importance_scores)
+        self.record_event(step, sparsity)
+
+    def record_event(self, step: int, sparsity: float) -> None:
+        """Note a mask change (round, step within the round, target sparsity) for the result; under torchrun,
+        check right away that every rank has the same masks."""
+        where = f"after the pruning event at step {step} of round {self.state['round']}"
+        distributed.check_masks(self.params, self.world, where) if self.world.size > 1 else None
+        self.state["prune_events"].append({"round": self.state["round"], "step": step, "sparsity": sparsity})
+
+    def snapshot(self) -> dict:
+        """Copies of the weights, buffers and masks, the optimizer and the LR schedule: a rewind point."""
+        return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "scheduler": copy.deepcopy(self.scheduler.state_dict())}
+
+    def restore(self, snapshot: dict, keep_masks: bool = True) -> None:
+        """Go back to a :meth:`snapshot`, in place; with ``keep_masks`` the current masks stay (and the weights
+        and optimizer state they prune are zeroed), else the snapshot's come back."""
+        masks = {k: v for k, v in self.model.state_dict().items() if k.endswith("_mask")} if keep_masks else {}
+        self.model.load_state_dict({**snapshot["model"], **masks})
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+        self.scheduler.load_state_dict(snapshot["scheduler"])
+        if self.method.prunes:
+            pruning.zero_pruned_state(self.params, self.optimizer)
 
     def initial_weights(self, seed: int) -> dict[str, torch.Tensor]:
         """The state_dict a fresh model of this run's shape has when built with ``seed`` (the global RNG is
@@ -82,6 +118,12 @@ class Run:
         with torch.random.fork_rng(devices=[]):
             model, _ = build_model(self.config.replace(seed=seed), self.data, torch.device("cpu"), prunes=False)
         return model.state_dict()
+
+    def load_initial_weights(self, seed: int) -> None:
+        """Set every weight and buffer but the masks to a fresh model's, built with ``seed``, in place."""
+        initial, own = self.initial_weights(seed), self.model.state_dict()
+        plain = lambda key: key[:-len("_orig")] if key.endswith("_orig") else key  # noqa: E731
+        self.model.load_state_dict({k: own[k] if k.endswith("_mask") else initial[plain(k)] for k in own})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -118,7 +160,7 @@ def resolve_precision(config: Config, device: torch.device) -> Config:
 
 def run_paths(config: Config) -> dict[str, str]:
     """results/<dataset>/<label>[-<target>]/seed<seed>.{json,ckpt.pt,model.pt,lock}"""
-    folder = os.path.join(config.out, config.dataset, methods.METHODS[config.method].folder(config))
+    folder = os.path.join(config.out, config.dataset, methods.create(config).folder())
     stem = os.path.join(folder, f"seed{config.seed}")
     return {"folder": folder, "result": stem + ".json", "checkpoint": stem + ".ckpt.pt", "model": stem + ".model.pt",
             "lock": stem + ".lock"}
@@ -307,7 +349,7 @@ def forward_backward(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.
     weight = (hi - lo) * run.world.size / y.shape[0]
     x, y = x[lo:hi], y[lo:hi]
     with autocast(run.device, run.config.precision):
-        logits = run.forward(x)
+        logits = run.train_net(x)
         loss = run.criterion(logits.float(), y) if hi > lo else logits.float().sum() * 0.0
     run.optimizer.zero_grad(set_to_none=True)
     (loss * weight if weight != 1 else loss).backward()
@@ -315,15 +357,22 @@ def forward_backward(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.
 
 
 def train_one_epoch(run: Run, epoch: int) -> tuple[float, float]:
-    """One pass over the training split; returns (mean loss, accuracy %). Raises Diverged on NaN/inf."""
+    """One pass over the training split, calling the method's per-step hooks; returns (mean loss, accuracy %).
+    Raises Diverged on NaN/inf."""
     c, d, device, world = run.config, run.data, run.device, run.world
-    run.forward.train()
+    run.train_net.train()
     sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss sum, correct
     gen = data.epoch_generator(c.seed, epoch)
     batches = data.iterate_batches(*d.train, c.batch_size, d.train_transform, gen,
                                    channels_last=channels_last(c, device))
-    for x, y in progress(batches, run, -(-d.train[1].shape[0] // c.batch_size), f"epoch {epoch + 1}"):
+    steps = run.steps_per_epoch()
+    start_step, after_backward = run.method.start_step, run.method.after_backward
+    for i, (x, y) in enumerate(progress(batches, run, steps, f"epoch {epoch + 1}")):
+        if start_step is not None:
+            start_step(run, epoch * steps + i)
         loss, logits, y = forward_backward(run, x, y)
+        if after_backward is not None:
+            after_backward(run, epoch * steps + i)
         run.optimizer.step()
         sums[0] += loss * y.shape[0]
         sums[1] += (logits.argmax(1) == y).sum()
@@ -350,7 +399,7 @@ def evaluate(run: Run, split: tuple[torch.Tensor, torch.Tensor]) -> tuple[float 
     n = split[1].shape[0]
     if n == 0:
         return None, None
-    run.forward.eval()
+    run.eval_net.eval()
     if run.config.no_sync_bn:
         distributed.broadcast_buffers(run.model, run.world)  # per-process BatchNorm statistics: rank 0's
     lo, hi = distributed.shard(n, run.world)
@@ -358,7 +407,7 @@ def evaluate(run: Run, split: tuple[torch.Tensor, torch.Tensor]) -> tuple[float 
     for x, y in data.iterate_batches(split[0][lo:hi], split[1][lo:hi], run.config.eval_batch_size,
                                      run.data.eval_transform, channels_last=channels_last(run.config, run.device)):
         with autocast(run.device, run.config.precision):
-            logits = run.inference(x).float()  # no DDP wrapper: no collective per batch; shards may differ
+            logits = run.eval_net(x).float()  # no DDP wrapper: no collective per batch; shards may differ
         sums[0] += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         sums[1] += int((logits.argmax(1) == y).sum())
     sums = distributed.all_reduce_sum(sums, run.world)
@@ -413,88 +462,137 @@ def make_run(config: Config, device: torch.device, paths: dict[str, str], world:
     d = data.prepare_data(config.dataset, config.data_dir, download=not config.no_download, dummy=config.dummy,
                           val_fraction=config.val_fraction, train_subset=config.train_subset, seed=config.seed,
                           device=device, hflip_digits=not config.no_hflip)
-    method = methods.METHODS[config.method]
+    method = methods.create(config)
     model, params = build_model(config, d, device, method.prunes, world)
-    method.validate(config, methods.Sizes(prunable=sum(getattr(m, n).numel() for m, n in params),
-                                          train_batches=-(-d.train[1].shape[0] // config.batch_size)))
+    method.validate(methods.Sizes(prunable=sum(getattr(m, n).numel() for m, n in params),
+                                  train_batches=-(-d.train[1].shape[0] // config.batch_size)))
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    run = Run(config, model, model, params, optimizer, scheduler, criterion, d, device, paths, world)
+    run = Run(config, method, model, model, params, optimizer, scheduler, criterion, d, device, paths, world)
     if os.path.exists(paths["checkpoint"]) and not config.force:
         ckpt = load_checkpoint(paths["checkpoint"], config)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng_cpu"])
+        method.load_state_dict(ckpt.get("method", {}))
         run.state = {k: ckpt.get(k, default) for k, default in run.state.items()}  # older ones: no rounds
         run.state["history"] = [{"round": 0, **row} for row in run.state["history"]]
         print(f"resuming {paths['checkpoint']} at round {run.state['round']}, epoch {run.state['epoch'] + 1}")
-    run.inference = torch.compile(model) if config.compile else model
-    run.forward = run.inference
+    run.eval_net = torch.compile(model) if config.compile else model
+    run.train_net = run.eval_net
     if world.size > 1:  # buffers (masks, BN statistics) are equal by construction; only per-process BN syncs them
-        run.forward = nn.parallel.DistributedDataParallel(
-            run.inference, device_ids=[device.index] if device.type == "cuda" else None,
+        run.train_net = nn.parallel.DistributedDataParallel(
+            run.eval_net, device_ids=[device.index] if device.type == "cuda" else None,
             broadcast_buffers=config.no_sync_bn)
     return run
 
 
 def run_epochs(run: Run) -> None:
     """Every round of the method, epoch by epoch from where the state says; a checkpoint after each epoch."""
-    c, method, state = run.config, methods.METHODS[run.config.method], run.state
-    rounds = method.rounds(c)
+    c, method, state = run.config, run.method, run.state
+    rounds = method.rounds()
     while state["round"] < rounds:
         r = state["round"]
         if state["epoch"] == 0:
             method.start_round(run, r)
         for epoch in range(state["epoch"], c.epochs):
             start = time.perf_counter()
-            target = method.start_epoch(run, r, epoch)
-            checksums = distributed.check_masks(run.params, run.world, f"in round {r}, epoch {epoch + 1}")
+            method.start_epoch(run, r, epoch)
             lr = run.optimizer.param_groups[0]["lr"]
             train_loss, train_acc = train_one_epoch(run, epoch)
             run.scheduler.step()
             val_loss, val_acc = evaluate(run, run.data.val)
             row = {"round": r, "epoch": epoch, "lr": lr, "sparsity": pruning.global_sparsity(run.params),
-                   "target_sparsity": target, "train_loss": train_loss, "train_accuracy": train_acc,
-                   "val_loss": val_loss, "val_accuracy": val_acc, "seconds": time.perf_counter() - start}
+                   "target_sparsity": scheduled_sparsity(state, r), "train_loss": train_loss,
+                   "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc}
             check_finite(run, row)
+            # masks may have changed inside the epoch: every rank must agree before anything is saved
+            checksums = distributed.check_masks(run.params, run.world, f"at the end of epoch {epoch + 1} of round {r}")
+            dynamics, row["mask_distance"] = track_mask_dynamics(run, len(state["history"]) + 1, rounds * c.epochs)
+            row["seconds"] = time.perf_counter() - start
             last = epoch + 1 == c.epochs
             after = {**state, "round": r + last, "epoch": 0 if last else epoch + 1,
                      "wall_time_s": state["wall_time_s"] + row["seconds"], "history": state["history"] + [row],
-                     "mask_checks": state["mask_checks"] + [{"round": r, "epoch": epoch, "checksums": checksums}]}
+                     "mask_checks": state["mask_checks"] + [{"round": r, "epoch": epoch, "checksums": checksums}],
+                     "dynamics": dynamics}
             if run.world.is_main:
                 save_checkpoint(run.paths["checkpoint"], {
                     "config": json.dumps(c.to_dict()), "model": run.model.state_dict(),
                     "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-                    "rng_cpu": torch.get_rng_state(), **after,
+                    "rng_cpu": torch.get_rng_state(), "method": method.state_dict(), **after,
                 })
             state.update(after)  # only now: run.state describes the last checkpoint written
             distributed.barrier(run.world)  # no rank runs ahead of the checkpoint it would resume from
             log_epoch(row, run, rounds)
 
 
-def write_result(run: Run) -> dict:
-    """Evaluate the test set once on the final model, write the JSON and the permanent model, drop the checkpoint."""
-    c, method, history = run.config, methods.METHODS[run.config.method], run.state["history"]
+def scheduled_sparsity(state: dict, r: int) -> float:
+    """The sparsity of round ``r``'s last pruning event so far (0 before any): what the masks should measure."""
+    events = [e for e in state["prune_events"] if e["round"] == r]
+    return events[-1]["sparsity"] if events else 0.0
+
+
+EARLY_MASK_FRACTIONS = (0.1, 0.25, 0.5)  # of all epochs trained: where the would-be final mask is kept
+
+
+def track_mask_dynamics(run: Run, epochs_done: int, epochs_total: int) -> tuple[dict, float | None]:
+    """At the end of an epoch, draw the mask the run's final target would give now (global magnitude among the
+    active weights: :func:`pruning.magnitude_mask`); return the new dynamics state and the normalised Hamming
+    distance to the mask drawn at the end of the previous epoch (None for the first epoch, or a dense run).
+
+    The state keeps that mask (packed bits) and, at the first epoch end at or after 10%, 25% and 50% of all
+    epochs trained, a copy, compared with the final mask at the end (:func:`mask_overlaps`). Early-Bird
+    tickets (You et al. 2020) use this distance; it costs one ranking of the weights per epoch."""
+    if not run.method.prunes:
+        return {}, None
+    old = run.state["dynamics"]
+    now = pruning.magnitude_mask(run.params, run.method.target())
+    distance = None if "previous" not in old else pruning.mask_distance(
+        now, pruning.unpack_mask(old["previous"], now.numel()).to(now.device))
+    packed = pruning.pack_mask(now)
+    early = dict(old.get("early", {}))
+    for f in EARLY_MASK_FRACTIONS:
+        if f"{f:g}" not in early and epochs_done >= f * epochs_total:
+            early[f"{f:g}"] = {"epochs": epochs_done, "mask": packed}
+    return {"previous": packed, "early": early}, distance
+
+
+def mask_overlaps(run: Run) -> dict[str, dict] | None:
+    """For each kept early mask: after how many epochs it was drawn, and the fraction of the final mask's
+    weights it contains (1.0: the final mask was already chosen then)."""
+    early = run.state["dynamics"].get("early")
+    if not early:
+        return None
+    final = torch.cat([getattr(m, n + "_mask").reshape(-1) != 0 for m, n in run.params]).cpu()
+    return {f: {"epochs": e["epochs"], "overlap": pruning.mask_overlap(pruning.unpack_mask(e["mask"], final.numel()),
+                                                                       final)} for f, e in early.items()}
+
+
+def final_result(run: Run) -> dict:
+    """Evaluate the test set once, on the final model, and describe the run: the result JSON (results.py)."""
+    c, method, history = run.config, run.method, run.state["history"]
     test_loss, test_acc = evaluate(run, run.data.test)
     last_round = [r for r in history if r["round"] == history[-1]["round"] and r["val_accuracy"] is not None]
     best = max(last_round, key=lambda r: r["val_accuracy"]) if last_round else None
     per_layer = pruning.sparsity_report(run.model, run.params)
     n_prunable = sum(row["total"] for row in per_layer)
     n_nonzero = sum(row["nonzero"] for row in per_layer)
-    result = results.check({
+    return results.check({
         "schema": results.SCHEMA, "script": c.script, "dataset": c.dataset, "method": c.method,
-        "label": method.label(c), "seed": c.seed, "target_sparsity": method.target(c),
+        "label": method.label(), "seed": c.seed, "target_sparsity": method.target(),
         "final_sparsity": (n_prunable - n_nonzero) / n_prunable,  # measured from the masks
         "test_accuracy": test_acc, "test_loss": test_loss,
         "best_val_accuracy": best["val_accuracy"] if best else None,  # of the final round; never used to select
         "best_val_epoch": best["epoch"] if best else None,
         "params_total": sum(p.numel() for p in run.model.parameters()), "params_prunable": n_prunable,
         "params_nonzero": n_nonzero, "per_layer": per_layer,
-        "epochs": c.epochs, "rounds": method.rounds(c), "epochs_trained": len(history),  # the cost
+        "epochs": c.epochs, "rounds": method.rounds(), "epochs_trained": len(history),  # the cost
         "history": history, "config": c.to_dict(), "wall_time_s": run.state["wall_time_s"],
+        "prune_events": run.state["prune_events"],  # every mask update: round, step within the round, sparsity
+        "early_mask_overlap": mask_overlaps(run),  # would-be final masks at 10/25/50% of training vs the final
         "device": describe_device(run.device), "precision": c.precision,
         "world_size": run.world.size, "backend": run.world.backend,
         "batchnorm": "per process" if run.world.size > 1 and c.no_sync_bn else "global batch",
@@ -504,21 +602,26 @@ def write_result(run: Run) -> dict:
                      "torchvision": _torchvision_version()},
         "git_commit": git_commit(),
     })
-    if not run.world.is_main:
-        return result
-    if not c.force:  # a result of another recipe that appeared meanwhile is never overwritten
+
+
+def save_final(run: Run, result: dict) -> None:
+    """Rank 0: write the permanent model (compact) and the result JSON, then drop the checkpoint. A result of
+    another recipe that appeared meanwhile is never overwritten."""
+    c = run.config
+    if not c.force:
         try:
             finished_result(run.paths["result"], c)
         except UsageError as e:
             raise WriteFailed(f"not writing this run's result: {e}") from None
-    pruning.make_pruning_permanent(run.params)
+    if run.method.prunes:
+        pruning.make_pruning_permanent(run.params)
     compact = pruning.compact_state_dict(run.model.state_dict())  # pruned weights as bit mask + survivors
     write_file(run.paths["model"], lambda f: torch.save(compact, f))
     write_json(run.paths["result"], result)
     os.remove(run.paths["checkpoint"])
-    print(f"test accuracy {test_acc:.2f}% at sparsity {100 * result['final_sparsity']:.2f}% "
-          f"({n_nonzero:,}/{n_prunable:,} prunable weights nonzero); wrote {run.paths['result']}")
-    return result
+    print(f"test accuracy {result['test_accuracy']:.2f}% at sparsity {100 * result['final_sparsity']:.2f}% "
+          f"({result['params_nonzero']:,}/{result['params_prunable']:,} prunable weights nonzero); "
+          f"wrote {run.paths['result']}")
 
 
 def train(config: Config) -> int:
@@ -526,12 +629,14 @@ def train(config: Config) -> int:
     every process calls this; only rank 0 prints and writes."""
     world = distributed.init(pick_device(config.device).type)
     if world.is_main:
-        return train_in(config, world)
+        return train_process(config, world)
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        return train_in(config, world)
+        return train_process(config, world)
 
 
-def train_in(config: Config, world: World) -> int:
+def train_process(config: Config, world: World) -> int:
+    """This process's part of one run: its device and precision, the checks that need them, then the run
+    folder, held (locked) while the run lasts."""
     device = pick_device(config.device, world.local_rank)
     config = resolve_precision(config, device)
     if config.batch_size % world.size:
@@ -546,17 +651,19 @@ def train_in(config: Config, world: World) -> int:
 
 
 def train_claimed(config: Config, device: torch.device, paths: dict[str, str], world: World) -> int:
-    """train_in, for a process holding the run folder's lock."""
+    """train_process, for a process holding the run folder's lock."""
     if check_finished(paths, config):
         return 0
     run = make_run(config, device, paths, world)
     d = run.data
-    print(f"{config.script}: {config.dataset}, {methods.METHODS[config.method].label(config)}, seed {config.seed}, "
+    print(f"{config.script}: {config.dataset}, {run.method.label()}, seed {config.seed}, "
           f"{device} {config.precision}, {d.train[1].shape[0]} train / {d.val[1].shape[0]} val / "
           f"{d.test[1].shape[0]} test images" + (f", {world.size} processes ({world.backend})" if world.size > 1 else ""))
     try:
         run_epochs(run)
-        write_result(run)
+        result = final_result(run)
+        if world.is_main:
+            save_final(run, result)
     except (Diverged, distributed.MaskMismatch, WriteFailed) as e:
         print(f"error: {e}; stopped. {kept_checkpoint(run)}.", file=sys.stderr)
         return 1
@@ -572,16 +679,19 @@ def kept_checkpoint(run: Run) -> str:
 
 
 def git_commit() -> str | None:
+    """HEAD's commit; with uncommitted changes to tracked files, ``+dirty-`` and 16 hex digits of a SHA-256 of
+    ``git diff HEAD``, so that two runs of different uncommitted sources never claim the same code."""
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)
+        diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=here, capture_output=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0:
         return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    if not diff.stdout:
+        return head.stdout.strip()
+    return f"{head.stdout.strip()}+dirty-{hashlib.sha256(diff.stdout).hexdigest()[:16]}"
 
 
 def describe_device(device: torch.device) -> str:

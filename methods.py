@@ -1,24 +1,26 @@
-"""The training methods, as a table: each method is one small object with the hooks the training loop calls.
+"""The training methods, as a table: each method is one small class with the hooks the training loop calls.
 
-The loop in experiment.py knows no method by name. For every run it asks the method how many training rounds
-it has (one full schedule of ``epochs`` each), and calls
+The loop in experiment.py knows no method by name. Every run makes one object of its method (:func:`create`),
+asks it how many training rounds it has (one full schedule of ``epochs`` each), and calls
 
-* ``start_round(run, r)`` before the first epoch of round ``r`` (prune at initialisation, rewind, ...), and
-* ``start_epoch(run, r, epoch)`` at the start of every epoch (prune on a schedule, save a rewind point, ...),
-  which returns the target sparsity of that epoch (for the history).
+* ``start_round(run, r)`` before the first epoch of round ``r`` (prune at initialisation, rewind, ...),
+* ``start_epoch(run, r, epoch)`` at the start of every epoch (save a rewind point, ...),
+* ``start_step(run, step)`` before every training step's forward pass (prune on a step schedule), and
+  ``after_backward(run, step)`` once the step's gradients exist, before ``optimizer.step()``; both optional.
 
-``run`` is the harness's :class:`experiment.Run`: the model, its prunable ``params``, the optimizer and LR
-scheduler, the data, the config, and ``run.state["method"]``, a dict the method may fill with tensors that
-are saved in every checkpoint (so a killed run resumes inside a round). Before any of them, the harness calls
-``validate(config, sizes)`` once the data and the network exist (a target that prunes every weight, more SNIP
-batches than an epoch has, an IMP round that prunes nothing: one ``ConfigError`` line). A flag of an option
-the method does not use, or derives itself (``derived``), is refused by :func:`check_options`. Adding a
-method is one entry in ``METHODS`` plus its tests.
+``run`` is the harness's :class:`experiment.Run`, which offers what methods need: the model, its prunable
+``params``, the optimizer and LR schedule, the data, ``run.prune(sparsity, step)`` (global magnitude pruning,
+recorded as a pruning event and checked across processes), ``run.snapshot()`` / ``run.restore()`` and
+``run.load_initial_weights(seed)``. What a method must remember across a kill is its ``state_dict()``, saved
+in every checkpoint. Before any hook, the harness calls ``validate(sizes)`` once the data and the network
+exist (a target that prunes every weight, more SNIP batches than an epoch has, an IMP round that prunes
+nothing, a pruning window holding no step: one ``ConfigError`` line). A flag of an option the method does not
+use, or derives itself (``derived``), is refused by :func:`check_options`. Adding a method is one class in
+``METHODS`` plus its tests (and a ``config.Config`` field for each new option).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 from dataclasses import dataclass
@@ -36,48 +38,67 @@ from config import MAX_SEED, OPTION_FIELDS, PAPER_RECIPES, Config, ConfigError
 class Sizes:
     """What a method's checks may need beyond the config: counts known once the data and the model exist."""
     prunable: int  # prunable weights of the network
-    train_batches: int  # training batches per epoch
+    train_batches: int  # training batches (= steps) per epoch
 
 
 class Method:
-    """The default hooks: one round, no pruning. Subclasses override what they need."""
+    """The default hooks: one round, no pruning. Subclasses override what they need.
+
+    One object per run (:func:`create`), made from the run's resolved config. What it must remember across a
+    kill (IMP's rewind point) goes through ``state_dict`` / ``load_state_dict`` into every checkpoint: tensors
+    and plain values only, so checkpoints load with ``weights_only=True``."""
 
     name = ""
     options: tuple[str, ...] = ()  # the config.OPTION_FIELDS this method uses (its flags, and derived values)
     derived: tuple[str, ...] = ()  # the options it derives itself: never given on the command line
     prunes = True  # attach masks to the prunable weights at build time
+    # Per-step hooks, ``hook(run, step)`` with the step's index within the round (0-based). None: the method
+    # has none, and the loop skips the call.
+    start_step = None  # before the step's forward pass (prune on a step schedule)
+    after_backward = None  # gradients present, before optimizer.step() (gradient-based mask updates)
 
-    def defaults(self, config: Config) -> dict:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    @classmethod
+    def defaults(cls, config: Config) -> dict:
         """Values for this method's options that the user left at None."""
         return {}
 
-    def validate(self, config: Config, sizes: Sizes) -> None:
-        """Raise ConfigError (one line naming the flag) if ``config`` cannot run on a network and data of these
+    def validate(self, sizes: Sizes) -> None:
+        """Raise ConfigError (one line naming the flag) if the config cannot run on a network and data of these
         sizes. The default: a pruning method's target must leave at least one weight (as the count rounds)."""
-        if self.prunes and round(self.target(config) * sizes.prunable) >= sizes.prunable:
-            raise ConfigError(f"--target-sparsity {self.target(config)} prunes all {sizes.prunable:,} prunable "
+        if self.prunes and round(self.target() * sizes.prunable) >= sizes.prunable:
+            raise ConfigError(f"--target-sparsity {self.target()} prunes all {sizes.prunable:,} prunable "
                               f"weights of this network: no weight would be left")
 
-    def label(self, config: Config) -> str:
-        """The name of this variant in tables and result folders."""
+    def label(self) -> str:
+        """The name of this variant in tables and result folders: every option that changes results is in it."""
         return self.name
 
-    def folder(self, config: Config) -> str:
+    def folder(self) -> str:
         """The results folder of this variant: its label, and the target sparsity when it prunes."""
-        return self.label(config) + (f"-{self.target(config):g}" if self.prunes else "")
+        return self.label() + (f"-{self.target():g}" if self.prunes else "")
 
-    def target(self, config: Config) -> float:
+    def target(self) -> float:
         """The sparsity this run ends at (0 for dense)."""
-        return config.target_sparsity
+        return self.config.target_sparsity
 
-    def rounds(self, config: Config) -> int:
+    def rounds(self) -> int:
+        """Training cycles of ``epochs`` epochs each."""
         return 1
 
     def start_round(self, run, r: int) -> None:
-        pass
+        """Before the first epoch of round ``r`` (prune at initialisation, rewind, ...)."""
 
-    def start_epoch(self, run, r: int, epoch: int) -> float:
-        return 0.0
+    def start_epoch(self, run, r: int, epoch: int) -> None:
+        """At the start of every epoch, before its first step (save a rewind point, ...)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class Dense(Method):
@@ -86,51 +107,101 @@ class Dense(Method):
     name = "dense"
     prunes = False
 
-    def target(self, config: Config) -> float:
+    def target(self) -> float:
         return 0.0
 
 
-class Progressive(Method):
-    """The paper's method: at the start of every epoch, prune by global magnitude among the active weights up
-    to the schedule's sparsity (linear from 0 at the first epoch to the target at the last). ``--schedule
-    cubic`` is gradual magnitude pruning (GMP; Zhu & Gupta 2017, "To prune, or not to prune")."""
+class Scheduled(Method):
+    """Pruning by global magnitude among the active weights at the steps of a schedule (``events``)."""
+
+    _events: dict[int, float] | None = None
+
+    def events(self, steps_per_epoch: int) -> dict[int, float]:
+        """Training step within the cycle -> sparsity to prune to before its forward pass."""
+        raise NotImplementedError
+
+    def validate(self, sizes: Sizes) -> None:
+        super().validate(sizes)
+        self.events(sizes.train_batches)  # a window holding no step is refused now, not mid-run
+
+    def start_step(self, run, step: int) -> None:
+        if self._events is None:
+            self._events = self.events(run.steps_per_epoch())
+        sparsity = self._events.get(step)
+        if sparsity is not None:
+            run.prune(sparsity, step)
+
+    def step_of(self, fraction: float, flag: str, steps_per_epoch: int) -> int:
+        """The training step at ``fraction`` of the cycle; one ConfigError line if it is not a training step."""
+        steps = self.config.epochs * steps_per_epoch
+        step = round(fraction * steps)
+        if step >= steps:
+            raise ConfigError(f"--{flag} {fraction} falls after the last of the {steps} training steps")
+        return step
+
+
+class Progressive(Scheduled):
+    """The paper's method: prune by global magnitude among the active weights up to the schedule's sparsity,
+    at the start of every epoch (linear from 0 at the first epoch to the target at the last). ``--schedule
+    cubic`` is gradual magnitude pruning (GMP; Zhu & Gupta 2017, "To prune, or not to prune").
+
+    At step granularity (``--prune-every N``, ``--prune-start F``, ``--prune-end F``, as GMP, SparseML and
+    jaxpruner): events every N training steps from step ``F_start * T`` and exactly at ``F_end * T`` (of the
+    ``T`` steps of the cycle), where the target is reached; none after, which leaves a recovery window. The
+    defaults (N = the steps of an epoch, start 0, end at the start of the last epoch) are the paper's schedule,
+    event for event (:func:`pruning.pruning_events`)."""
 
     name = "progressive"
-    options = ("target_sparsity", "schedule")
+    options = ("target_sparsity", "schedule", "prune_every", "prune_start", "prune_end")
 
-    def defaults(self, config: Config) -> dict:
+    @classmethod
+    def defaults(cls, config: Config) -> dict:
         return {"schedule": config.schedule or "linear"}
 
-    def label(self, config: Config) -> str:
-        return self.name if config.schedule == "linear" else f"{self.name}-{config.schedule}"
+    def label(self) -> str:
+        c = self.config
+        return "-".join([self.name] + ([c.schedule] if c.schedule != "linear" else [])
+                        + ([f"every{c.prune_every}"] if c.prune_every is not None else [])
+                        + ([f"start{c.prune_start:g}"] if c.prune_start is not None else [])
+                        + ([f"end{c.prune_end:g}"] if c.prune_end is not None else []))
 
-    def start_epoch(self, run, r: int, epoch: int) -> float:
-        c = run.config
-        sparsity = pruning.sparsity_schedule(c.schedule, epoch, c.epochs, c.target_sparsity)
-        pruning.global_magnitude_prune(run.params, sparsity, optimizer=run.optimizer)
-        return sparsity
+    def events(self, steps_per_epoch: int) -> dict[int, float]:
+        c = self.config
+        start = 0 if c.prune_start is None else self.step_of(c.prune_start, "prune-start", steps_per_epoch)
+        end = (c.epochs - 1) * steps_per_epoch if c.prune_end is None else \
+            self.step_of(c.prune_end, "prune-end", steps_per_epoch)
+        if end <= start and (c.prune_start is not None or c.prune_end is not None):
+            raise ConfigError(f"--prune-start/--prune-end: the pruning window (steps {start} to {end} of "
+                              f"{c.epochs * steps_per_epoch}) holds no training step")
+        return pruning.pruning_events(c.schedule, c.target_sparsity, start, end, c.prune_every or steps_per_epoch)
 
 
-class OneShot(Method):
+class OneShot(Scheduled):
     """Train, prune once, keep training (Han et al. 2015, "Learning both Weights and Connections for Efficient
     Neural Networks"), budget-matched: dense until the start of epoch ``--prune-epoch`` (default
-    ``epochs // 2``), then pruned to the target in one step by global magnitude; the same LR schedule and
-    total epochs as the progressive run."""
+    ``epochs // 2``), or until the training step at ``--prune-start F`` of the cycle, then pruned to the
+    target in one step by global magnitude; the same LR schedule and total epochs as the progressive run."""
 
     name = "oneshot"
-    options = ("target_sparsity", "prune_epoch")
+    options = ("target_sparsity", "prune_epoch", "prune_start")
 
-    def defaults(self, config: Config) -> dict:
+    @classmethod
+    def defaults(cls, config: Config) -> dict:
+        if config.prune_start is not None:
+            if config.prune_epoch is not None:
+                raise ConfigError("--prune-epoch and --prune-start both say when oneshot prunes; give one")
+            return {}
         return {"prune_epoch": config.epochs // 2 if config.prune_epoch is None else config.prune_epoch}
 
-    def label(self, config: Config) -> str:
-        return f"{self.name}-e{config.prune_epoch}"
+    def label(self) -> str:
+        c = self.config
+        return f"{self.name}-e{c.prune_epoch}" if c.prune_start is None else f"{self.name}-at{c.prune_start:g}"
 
-    def start_epoch(self, run, r: int, epoch: int) -> float:
-        if epoch < run.config.prune_epoch:
-            return 0.0
-        pruning.global_magnitude_prune(run.params, run.config.target_sparsity, optimizer=run.optimizer)
-        return run.config.target_sparsity
+    def events(self, steps_per_epoch: int) -> dict[int, float]:
+        c = self.config
+        step = c.prune_epoch * steps_per_epoch if c.prune_start is None else \
+            self.step_of(c.prune_start, "prune-start", steps_per_epoch)
+        return {step: c.target_sparsity}
 
 
 class AtInitialisation(Method):
@@ -141,11 +212,7 @@ class AtInitialisation(Method):
         raise NotImplementedError
 
     def start_round(self, run, r: int) -> None:
-        pruning.global_magnitude_prune(run.params, run.config.target_sparsity, optimizer=run.optimizer,
-                                       importance_scores=self.scores(run))
-
-    def start_epoch(self, run, r: int, epoch: int) -> float:
-        return run.config.target_sparsity
+        run.prune(self.config.target_sparsity, 0, importance_scores=self.scores(run))
 
 
 class Snip(AtInitialisation):
@@ -157,17 +224,21 @@ class Snip(AtInitialisation):
     name = "snip"
     options = ("target_sparsity", "score_batches")
 
-    def defaults(self, config: Config) -> dict:
+    @classmethod
+    def defaults(cls, config: Config) -> dict:
         return {"score_batches": 1 if config.score_batches is None else config.score_batches}
 
-    def validate(self, config: Config, sizes: Sizes) -> None:
-        super().validate(config, sizes)
-        if config.score_batches > sizes.train_batches:
-            raise ConfigError(f"--score-batches {config.score_batches} is more than the {sizes.train_batches} "
+    def label(self) -> str:
+        return self.name if self.config.score_batches == 1 else f"{self.name}-b{self.config.score_batches}"
+
+    def validate(self, sizes: Sizes) -> None:
+        super().validate(sizes)
+        if self.config.score_batches > sizes.train_batches:
+            raise ConfigError(f"--score-batches {self.config.score_batches} is more than the {sizes.train_batches} "
                               f"training batches of an epoch")
 
     def scores(self, run) -> dict:
-        c, d, model = run.config, run.data, run.model
+        c, d, model = self.config, run.data, run.model
         buffers = {k: v.clone() for k, v in model.state_dict().items()}  # forward passes move BN statistics
         scores = {(m, n): torch.zeros_like(getattr(m, n + "_orig")) for m, n in run.params}
         batches = data.iterate_batches(*d.train, c.batch_size, d.train_transform, data.epoch_generator(c.seed, 0))
@@ -194,7 +265,7 @@ class Random(AtInitialisation):
     options = ("target_sparsity",)
 
     def scores(self, run) -> dict:
-        gen = torch.Generator().manual_seed(run.config.seed)
+        gen = torch.Generator().manual_seed(self.config.seed)
         return {(m, n): torch.rand(getattr(m, n + "_orig").shape, generator=gen).to(run.device) for m, n in run.params}
 
 
@@ -212,7 +283,12 @@ class IterativeMagnitude(Method):
     name = "imp"
     options = ("target_sparsity", "rounds", "rewind_epoch")
 
-    def defaults(self, config: Config) -> dict:
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.rewind: dict | None = None  # run.snapshot() at the rewind epoch of round 0
+
+    @classmethod
+    def defaults(cls, config: Config) -> dict:
         rounds = config.rounds
         if rounds is None:  # smallest R with 0.8**R <= 1 - target (computed by counting: no log rounding)
             rounds = 1
@@ -220,47 +296,44 @@ class IterativeMagnitude(Method):
                 rounds += 1
         return {"rounds": rounds, "rewind_epoch": config.rewind_epoch or 0}
 
-    def label(self, config: Config) -> str:
-        return f"{self.name}-r{config.rounds}" + (f"-rewind{config.rewind_epoch}" if config.rewind_epoch else "")
+    def label(self) -> str:
+        c = self.config
+        return f"{self.name}-r{c.rounds}" + (f"-rewind{c.rewind_epoch}" if c.rewind_epoch else "")
 
-    def validate(self, config: Config, sizes: Sizes) -> None:
-        super().validate(config, sizes)
-        pruned = [round(self.round_sparsity(config, r) * sizes.prunable) for r in range(config.rounds + 1)]
+    def validate(self, sizes: Sizes) -> None:
+        super().validate(sizes)
+        c = self.config
+        pruned = [round(self.round_sparsity(r) * sizes.prunable) for r in range(c.rounds + 1)]
         idle = next((r for r in range(1, len(pruned)) if pruned[r] <= pruned[r - 1]), None)
         if idle is not None:  # the same rounding as global_magnitude_prune: round(sparsity * n)
-            raise ConfigError(f"--rounds {config.rounds}: round {idle} would prune no weight (target "
-                              f"{config.target_sparsity} of {sizes.prunable:,} weights); use fewer rounds")
+            raise ConfigError(f"--rounds {c.rounds}: round {idle} would prune no weight (target "
+                              f"{c.target_sparsity} of {sizes.prunable:,} weights); use fewer rounds")
 
-    def rounds(self, config: Config) -> int:
-        return config.rounds + 1
+    def rounds(self) -> int:
+        return self.config.rounds + 1
 
-    @staticmethod
-    def round_sparsity(config: Config, r: int) -> float:
+    def round_sparsity(self, r: int) -> float:
+        c = self.config
         if r == 0:
             return 0.0
-        if r >= config.rounds:
-            return config.target_sparsity  # exactly, no floating-point round trip
-        return 1.0 - (1.0 - config.target_sparsity) ** (r / config.rounds)
+        if r >= c.rounds:
+            return c.target_sparsity  # exactly, no floating-point round trip
+        return 1.0 - (1.0 - c.target_sparsity) ** (r / c.rounds)
 
     def start_round(self, run, r: int) -> None:
-        if r == 0:
-            return
-        pruning.global_magnitude_prune(run.params, self.round_sparsity(run.config, r))
-        rewind = run.state["method"]["rewind"]
-        masks = {k: v for k, v in run.model.state_dict().items() if k.endswith("_mask")}
-        run.model.load_state_dict({**rewind["model"], **masks})  # in place; the masks stay this round's
-        run.optimizer.load_state_dict(rewind["optimizer"])
-        run.scheduler.load_state_dict(rewind["scheduler"])
-        pruning.zero_pruned_state(run.params, run.optimizer)
+        if r > 0:
+            run.prune(self.round_sparsity(r), 0)
+            run.restore(self.rewind, keep_masks=True)
 
-    def start_epoch(self, run, r: int, epoch: int) -> float:
-        if r == 0 and epoch == run.config.rewind_epoch:
-            run.state["method"]["rewind"] = {
-                "model": {k: v.detach().clone() for k, v in run.model.state_dict().items() if not k.endswith("_mask")},
-                "optimizer": copy.deepcopy(run.optimizer.state_dict()),
-                "scheduler": copy.deepcopy(run.scheduler.state_dict()),
-            }
-        return self.round_sparsity(run.config, r) if r else 0.0
+    def start_epoch(self, run, r: int, epoch: int) -> None:
+        if r == 0 and epoch == self.config.rewind_epoch:
+            self.rewind = run.snapshot()
+
+    def state_dict(self) -> dict:
+        return {} if self.rewind is None else {"rewind": self.rewind}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rewind = state.get("rewind")
 
 
 class Ticket(Method):
@@ -274,44 +347,42 @@ class Ticket(Method):
     options = ("mask_from", "reinit", "donor", "donor_id", "target_sparsity")
     derived = ("donor", "donor_id", "target_sparsity")  # read from the donor: part of the recipe, never a flag
 
-    def defaults(self, config: Config) -> dict:
+    @classmethod
+    def defaults(cls, config: Config) -> dict:
         donor = read_donor(config)
         return {"reinit": config.reinit or "donor", "donor": f"{donor['label']}-{donor['target_sparsity']:g}",
                 "donor_id": f"seed{donor['seed']}-mask-{mask_hash(read_donor_weights(config, donor))}",
                 "target_sparsity": donor["target_sparsity"]}
 
-    def label(self, config: Config) -> str:
-        return f"{self.name}-{config.reinit}-{config.donor}"
+    def label(self) -> str:
+        return f"{self.name}-{self.config.reinit}-{self.config.donor}"
 
-    def folder(self, config: Config) -> str:
-        return self.label(config)  # the donor's target is already in the label
+    def folder(self) -> str:
+        return self.label()  # the donor's target is already in the label
 
     def start_round(self, run, r: int) -> None:
-        donor = read_donor(run.config)
-        weights = read_donor_weights(run.config, donor)
-        if mask_hash(weights) != run.config.donor_id.rsplit("-", 1)[-1]:
-            raise ConfigError(f"--mask-from {run.config.mask_from}: its model file changed since this run started")
+        c = self.config
+        donor = read_donor(c)
+        weights = read_donor_weights(c, donor)
+        if mask_hash(weights) != c.donor_id.rsplit("-", 1)[-1]:
+            raise ConfigError(f"--mask-from {c.mask_from}: its model file changed since this run started")
+        seed = donor["seed"] if c.reinit == "donor" else control_seed(c.seed, donor["seed"])
+        run.load_initial_weights(seed)
         names = {id(m): name for name, m in run.model.named_modules()}
-        seed = donor["seed"] if run.config.reinit == "donor" else control_seed(run.config.seed, donor["seed"])
-        initial, own = run.initial_weights(seed), run.model.state_dict()
-        plain = lambda key: key[:-len("_orig")] if key.endswith("_orig") else key  # noqa: E731
-        run.model.load_state_dict({k: own[k] if k.endswith("_mask") else initial[plain(k)] for k in own})
         with torch.no_grad():
             for m, n in run.params:
                 key = f"{names[id(m)]}.{n}"
                 mask = getattr(m, n + "_mask")
                 if key not in weights or weights[key].shape != mask.shape:
-                    raise ConfigError(f"--mask-from {run.config.mask_from}: {key} is missing or of another shape "
+                    raise ConfigError(f"--mask-from {c.mask_from}: {key} is missing or of another shape "
                                       f"in {donor['_model']}; masks only transfer between the same architecture")
                 mask.copy_(weights[key] != 0)
         n_nonzero = sum(int(getattr(m, n + "_mask").sum()) for m, n in run.params)
         if n_nonzero != donor["params_nonzero"]:
-            raise ConfigError(f"--mask-from {run.config.mask_from}: its model has {n_nonzero} nonzero prunable "
+            raise ConfigError(f"--mask-from {c.mask_from}: its model has {n_nonzero} nonzero prunable "
                               f"weights, its result says {donor['params_nonzero']}")
         pruning.zero_pruned_state(run.params, run.optimizer)
-
-    def start_epoch(self, run, r: int, epoch: int) -> float:
-        return run.config.target_sparsity
+        run.record_event(0, c.target_sparsity)
 
 
 def control_seed(seed: int, donor_seed: int) -> int:
@@ -365,8 +436,13 @@ def read_donor(config: Config) -> dict:
     return donor
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (Progressive(), Dense(), OneShot(), Snip(), Random(),
-                                                  IterativeMagnitude(), Ticket())}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Progressive, Dense, OneShot, Snip, Random,
+                                                        IterativeMagnitude, Ticket)}
+
+
+def create(config: Config) -> Method:
+    """The method object of one run, for its resolved config."""
+    return METHODS[config.method](config)
 
 
 def check_options(config: Config) -> None:

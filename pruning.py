@@ -44,6 +44,12 @@ __all__ = [
     "zero_pruned_state",
     "enforce_masks_after_step",
     "sparsity_schedule",
+    "pruning_events",
+    "magnitude_mask",
+    "mask_distance",
+    "mask_overlap",
+    "pack_mask",
+    "unpack_mask",
     "global_sparsity",
     "sparsity_report",
     "format_sparsity_table",
@@ -281,13 +287,7 @@ def global_magnitude_prune(
         n_new = round(sparsity * n_total) - sum(mask.numel() - int(torch.count_nonzero(mask)) for mask in masks)
         if n_new <= 0:
             return 0
-        # One ranking over the concatenation, in the widest dtype present (float64 stays float64); the
-        # masks are then updated in place, layer by layer.
-        device = masks[0].device
-        parts = [scores_of(m, n).reshape(-1).to(device) for m, n in parameters]
-        dtype = functools.reduce(torch.promote_types, (p.dtype for p in parts))
-        scores = torch.cat([p.to(dtype) for p in parts])
-        active = torch.cat([mask.reshape(-1).to(device) != 0 for mask in masks])
+        scores, active = _ranking_inputs(parameters, scores_of, masks)
         selected = select_smallest_active(scores, active, n_new)
         for (module, name), mask, sel in zip(parameters, masks, selected.split([m.numel() for m in masks])):
             # In place: the forward pre-hook and any compiled graph read this very buffer.
@@ -297,6 +297,90 @@ def global_magnitude_prune(
             setattr(module, name, getattr(module, name + "_orig") * mask)
     zero_pruned_state(parameters, optimizer)
     return n_new
+
+
+def _ranking_inputs(parameters: list, scores_of, masks: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scores of every entry, concatenated in the widest dtype present (float64 stays float64), and which
+    entries are active: the inputs of the one global ranking."""
+    device = masks[0].device
+    parts = [scores_of(m, n).reshape(-1).to(device) for m, n in parameters]
+    dtype = functools.reduce(torch.promote_types, (p.dtype for p in parts))
+    scores = torch.cat([p.to(dtype) for p in parts])
+    active = torch.cat([mask.reshape(-1).to(device) != 0 for mask in masks])
+    return scores, active
+
+
+def magnitude_mask(parameters: ParameterList, sparsity: float) -> torch.Tensor:
+    r"""The mask :func:`global_magnitude_prune` would leave at ``sparsity`` now, without changing anything.
+
+    Used to watch a mask form during training ("would the final mask, drawn now, be the same?": the
+    Early-Bird distance of You et al. 2020). Entries already pruned stay pruned, as in a real update.
+
+    Args:
+        parameters (sequence of (nn.Module, str)): masked tensors, e.g. after :func:`attach_masks`.
+        sparsity (float): overall fraction of masked entries, in [0, 1).
+
+    Returns:
+        torch.Tensor: 1-D bool over the concatenated entries (in ``parameters`` order), True = kept.
+
+    Example:
+        >>> lin = nn.Linear(4, 1); _ = attach_masks([(lin, "weight")])
+        >>> with torch.no_grad(): _ = lin.weight_orig.copy_(torch.tensor([[0.1, -3.0, 2.0, 0.5]]))
+        >>> magnitude_mask([(lin, "weight")], 0.5).tolist(), lin.weight_mask.tolist()
+        ([False, True, True, False], [[1.0, 1.0, 1.0, 1.0]])
+    """
+    parameters = _validate_parameters(parameters)
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+    masks = [getattr(m, n + "_mask") for m, n in parameters]
+    with torch.no_grad():
+        scores, active = _ranking_inputs(parameters, _validate_scores(parameters, None), masks)
+        n_new = round(sparsity * active.numel()) - int((~active).sum())
+        return active & ~select_smallest_active(scores, active, n_new)
+
+
+def mask_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    r"""Normalised Hamming distance of two masks: the fraction of entries in which they differ.
+
+    Example:
+        >>> mask_distance(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0]))
+        0.5
+    """
+    if a.shape != b.shape or a.numel() == 0:
+        raise ValueError(f"masks must have the same, nonzero size, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return int(((a != 0) != (b != 0)).sum()) / a.numel()
+
+
+def mask_overlap(early: torch.Tensor, final: torch.Tensor) -> float:
+    r"""The fraction of ``final``'s kept entries that ``early`` keeps too (1.0: ``early`` contains ``final``).
+
+    Example:
+        >>> mask_overlap(torch.tensor([1, 1, 0, 1]), torch.tensor([1, 0, 1, 1]))
+        0.6666666666666666
+    """
+    if early.shape != final.shape:
+        raise ValueError(f"masks must have the same shape, got {tuple(early.shape)} and {tuple(final.shape)}")
+    kept = final != 0
+    n_kept = int(kept.sum())
+    if n_kept == 0:
+        raise ValueError("the final mask keeps no entry")
+    return int((kept & (early != 0)).sum()) / n_kept
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A bool/0-1 mask as packed bits (uint8, 8 entries per byte, on the CPU); :func:`unpack_mask` inverts it.
+
+    Example:
+        >>> m = torch.tensor([True, False, True, True, False, False, False, False, True])
+        >>> pack_mask(m).tolist(), bool((unpack_mask(pack_mask(m), 9) == m).all())
+        ([176, 128], True)
+    """
+    return _pack_bits((mask.reshape(-1) != 0).to(torch.uint8).cpu())
+
+
+def unpack_mask(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` entries of a :func:`pack_mask` result, as a 1-D bool tensor."""
+    return _unpack_bits(packed.cpu(), n)
 
 
 def _validate_scores(parameters: list[tuple[nn.Module, str]], importance_scores: dict | None):
@@ -422,15 +506,62 @@ def sparsity_schedule(
     end_epoch = epochs - 1 if end_epoch is None else end_epoch
     if not 0 <= start_epoch <= end_epoch:
         raise ValueError(f"need 0 <= start_epoch <= end_epoch, got {start_epoch} and {end_epoch}")
-    if epoch >= end_epoch:
+    return _ramp(kind, epoch, start_epoch, end_epoch, target, initial)
+
+
+def _ramp(kind: str, t: int, start: int, end: int, target: float, initial: float) -> float:
+    """The schedule's one formula, for epochs or steps alike (see :func:`sparsity_schedule`)."""
+    if t >= end:
         return float(target)  # exactly the target, no floating-point round trip
-    if epoch <= start_epoch:
+    if t <= start:
         return float(initial)
-    p = (epoch - start_epoch) / (end_epoch - start_epoch)
+    p = (t - start) / (end - start)
     if kind == "linear":
         return initial + (target - initial) * p
     return target + (initial - target) * (1.0 - p) ** 3
 
+
+def pruning_events(kind: str, target: float, start: int, end: int, every: int,
+                   initial: float = 0.0) -> dict[int, float]:
+    r"""The step form of :func:`sparsity_schedule`: at which training steps to prune, and to what sparsity.
+
+    Events fall at ``start, start + every, start + 2 * every, ...`` before ``end``, and exactly at ``end``,
+    where the sparsity is exactly ``target``; none after (as SparseML's ``update_frequency`` and jaxpruner's
+    ``update_freq / update_start_step / update_end_step``). The sparsity of step ``t`` is the schedule's value
+    at progress ``p = (t - start) / (end - start)``. Per-epoch pruning (the paper) is the special case
+    ``every = steps per epoch``, ``start = 0``, ``end = (epochs - 1) * steps per epoch``.
+
+    Args:
+        kind (str): ``"linear"`` or ``"cubic"``.
+        target (float): final sparsity in [0, 1).
+        start (int): the step of the first event (>= 0).
+        end (int): the step of the last event (>= start).
+        every (int): steps between events (>= 1).
+        initial (float): sparsity at ``start`` (default 0).
+
+    Returns:
+        dict: step -> sparsity to prune to before that step's forward pass, in step order.
+
+    Example:
+        >>> pruning_events("linear", 0.8, start=10, end=20, every=4)
+        {10: 0.0, 14: 0.32000000000000006, 18: 0.6400000000000001, 20: 0.8}
+        >>> for step in range(25):               # in your loop, before the step's forward pass
+        ...     events = pruning_events("cubic", 0.9, 0, 20, 5)
+        ...     if step in events: print(step, round(events[step], 4))  # global_magnitude_prune(params, ...)
+        0 0.0
+        5 0.5203
+        10 0.7875
+        15 0.8859
+        20 0.9
+    """
+    if kind not in ("linear", "cubic"):
+        raise ValueError(f"unknown schedule {kind!r}: use 'linear' or 'cubic'")
+    if not (0 <= start <= end and every >= 1):
+        raise ValueError(f"need 0 <= start <= end and every >= 1, got start={start}, end={end}, every={every}")
+    for label, value in (("target", target), ("initial", initial)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{label} sparsity must be in [0, 1), got {value!r}")
+    return {t: _ramp(kind, t, start, end, target, initial) for t in [*range(start, end, every), end]}
 
 def global_sparsity(parameters: ParameterList) -> float:
     r"""Fraction of entries that are masked (or zero, for tensors without a mask), over all tensors.

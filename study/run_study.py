@@ -86,7 +86,7 @@ def main() -> int:
     for phase in (first, tickets):
         with ThreadPoolExecutor(args.workers) as pool:
             failed += sum(rc != 0 for rc in pool.map(lambda cmd: run_job(cmd, log_dir), phase))
-    print(f"done: {len(first) + len(tickets) - failed} jobs finished, {failed} failed (logs in {log_dir})")
+    print(f"done: {len(first) + len(tickets) - failed} jobs finished, {failed} failed (logs in {os.path.relpath(log_dir, ROOT)})")
     return 1 if failed else 0
 
 

@@ -126,7 +126,7 @@ def first_step(rank: int, size: int, data_dir: str, init_file: str | None) -> di
                                   data_dir=data_dir, no_download=True, val_fraction=0.1, device="cpu")
     config = methods.resolve(config_module.with_recipe_defaults(config)).replace(precision="fp32")
     run = experiment.make_run(config, torch.device("cpu"), {"checkpoint": ""}, world)
-    run.forward.train()
+    run.train_net.train()
     x, y = next(data.iterate_batches(*run.data.train, 32, run.data.train_transform, data.epoch_generator(42, 0)))
     loss, _, shard = experiment.forward_backward(run, x, y)
     total = distributed.all_reduce_sum((loss * shard.shape[0] / y.shape[0]).double().reshape(1), world)

@@ -1,0 +1,209 @@
+"""Step-level pruning schedules, the per-step hooks, per-run method state and the mask-dynamics record, end to
+end on tiny MNIST-format data (180 training images, batch 32: 6 steps per epoch) and on hand-made masks."""
+
+import types
+
+import pytest
+import torch
+from torch import nn
+
+import config
+import experiment
+import methods
+import pruning
+from test_methods import N_PRUNABLE, baseline, load_model, masked, read_json, run
+
+STEPS = 6  # per epoch of the tiny data
+
+
+@pytest.fixture
+def sparsity_per_step(monkeypatch):
+    """The measured sparsity of the masks at every training step's forward pass, in order."""
+    seen = []
+    real = experiment.forward_backward
+
+    def forward_backward(run, x, y):
+        seen.append(pruning.global_sparsity(run.params))
+        return real(run, x, y)
+    monkeypatch.setattr(experiment, "forward_backward", forward_backward)
+    return seen
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cubic"])
+def test_step_schedule_prunes_at_exactly_its_events(mnist_idx_dir, tmp_path, sparsity_per_step, schedule):
+    args = ("--target-sparsity", "0.8", "--schedule", schedule, "--prune-every", "2", "--prune-start", "0.1",
+            "--prune-end", "0.6")
+    assert run(*baseline("progressive", mnist_idx_dir, tmp_path, *args)) == 0
+    label = "progressive" + ("-cubic" if schedule == "cubic" else "") + "-every2-start0.1-end0.6"
+    result = read_json(tmp_path / "mnist" / f"{label}-0.8" / "seed42.json")
+    start, end = round(0.1 * 3 * STEPS), round(0.6 * 3 * STEPS)  # steps 2 and 11 of 18
+    steps = [e["step"] for e in result["prune_events"]]
+    assert steps == [2, 4, 6, 8, 10, 11] and (start, end) == (2, 11)  # every 2 from the start, and exactly the end
+    for event in result["prune_events"][:-1]:
+        p = (event["step"] - start) / (end - start)
+        expected = 0.8 * p if schedule == "linear" else 0.8 * (1 - (1 - p) ** 3)
+        assert event["sparsity"] == pytest.approx(expected, abs=1e-12) and event["round"] == 0
+    assert result["prune_events"][-1]["sparsity"] == 0.8  # exactly the target at t_end
+    # the masks measured at each step's forward: dense before the first event, each event's count from its step
+    # on, nothing after t_end (the recovery window)
+    expected, current = [], 0.0
+    events = {e["step"]: e["sparsity"] for e in result["prune_events"]}
+    for t in range(3 * STEPS):
+        current = masked(events[t]) if t in events else current
+        expected.append(current)
+    assert sparsity_per_step == expected
+    assert [row["target_sparsity"] for row in result["history"]] == [events[4], 0.8, 0.8]
+    assert result["final_sparsity"] == masked(0.8)
+
+
+def test_the_default_schedule_is_the_papers_one_event_per_epoch(mnist_idx_dir, tmp_path, sparsity_per_step):
+    assert run(*baseline("progressive", mnist_idx_dir, tmp_path, "--target-sparsity", "0.8")) == 0
+    result = read_json(tmp_path / "mnist" / "progressive-0.8" / "seed42.json")
+    assert [(e["step"], e["sparsity"]) for e in result["prune_events"]] == [
+        (e * STEPS, pruning.sparsity_schedule("linear", e, 3, 0.8)) for e in range(3)]
+    assert sparsity_per_step == [masked(pruning.sparsity_schedule("linear", t // STEPS, 3, 0.8))
+                                 for t in range(3 * STEPS)]
+
+
+def test_oneshot_at_a_step(mnist_idx_dir, tmp_path, sparsity_per_step):
+    assert run(*baseline("oneshot", mnist_idx_dir, tmp_path, "--target-sparsity", "0.7", "--prune-start", "0.5")) == 0
+    result = read_json(tmp_path / "mnist" / "oneshot-at0.5-0.7" / "seed42.json")
+    assert result["prune_events"] == [{"round": 0, "step": 9, "sparsity": 0.7}]
+    assert sparsity_per_step == [0.0] * 9 + [masked(0.7)] * 9
+
+
+def test_resume_in_the_middle_of_a_step_ramp_is_bit_identical(mnist_idx_dir, tmp_path, monkeypatch):
+    args = ("--target-sparsity", "0.8", "--prune-every", "3", "--prune-end", "0.8", "--seed", "5")
+    assert run(*baseline("progressive", mnist_idx_dir, tmp_path / "whole", *args)) == 0
+    real_save = experiment.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt  # after epoch 1: half-way up the ramp (events at steps 0..14)
+    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
+    assert run(*baseline("progressive", mnist_idx_dir, tmp_path / "killed", *args)) == 130
+    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
+    assert run(*baseline("progressive", mnist_idx_dir, tmp_path / "killed", *args)) == 0
+    folder = ("mnist", "progressive-every3-end0.8-0.8")
+    whole, resumed = (read_json(tmp_path.joinpath(k, *folder, "seed5.json")) for k in ("whole", "killed"))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(whole["history"]) == strip(resumed["history"]) and whole["test_loss"] == resumed["test_loss"]
+    assert whole["prune_events"] == resumed["prune_events"] and len(whole["prune_events"]) == 6
+    assert whole["early_mask_overlap"] == resumed["early_mask_overlap"]
+    a, b = (load_model(tmp_path.joinpath(k, *folder, "seed5.model.pt")) for k in ("whole", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_per_step_hooks_see_every_step_with_gradients_before_the_update(mnist_idx_dir, tmp_path, monkeypatch):
+    calls = []
+
+    def start_step(self, run, step):
+        calls.append(("start", step, run.params[0][0].weight_orig.detach().clone()))
+
+    def after_backward(self, run, step):
+        weight = run.params[0][0].weight_orig
+        assert weight.grad is not None and bool(weight.grad.abs().sum() > 0)  # the step's gradients are there
+        calls.append(("grad", step, weight.detach().clone()))
+    monkeypatch.setattr(methods.Progressive, "start_step", start_step)  # replaces the schedule: no pruning
+    monkeypatch.setattr(methods.Progressive, "after_backward", after_backward)
+    assert run(*baseline("progressive", mnist_idx_dir, tmp_path, "--epochs", "2")) == 0
+    assert [(kind, step) for kind, step, _ in calls] == [(k, t) for t in range(2 * STEPS) for k in ("start", "grad")]
+    for (_, _, at_start), (_, _, at_grad), (_, _, next_start) in zip(calls[0::2], calls[1::2], calls[2::2]):
+        assert torch.equal(at_start, at_grad) and not torch.equal(at_grad, next_start)  # the update comes after
+
+
+def test_a_methods_state_goes_through_every_checkpoint(mnist_idx_dir, tmp_path, monkeypatch):
+    saved = []
+    real_save = experiment.save_checkpoint
+    monkeypatch.setattr(experiment, "save_checkpoint", lambda path, state: (saved.append(state), real_save(path, state)))
+    assert run(*baseline("imp", mnist_idx_dir, tmp_path, "--epochs", "2", "--rounds", "1",
+                         "--target-sparsity", "0.5")) == 0
+    assert [sorted(s["method"]) for s in saved] == [["rewind"]] * 4  # IMP's rewind point, from the first epoch on
+    assert all(torch.is_tensor(v) for v in saved[0]["method"]["rewind"]["model"].values())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad schedules and labels
+
+@pytest.mark.parametrize("bad, message", [
+    (("progressive", "--prune-every", "0"), "--prune-every must be at least 1 step, got 0"),
+    (("progressive", "--prune-start", "1.0"), "--prune-start must be in [0, 1), got 1.0"),
+    (("progressive", "--prune-end", "0"), "--prune-end must be in (0, 1), got 0.0"),
+    (("progressive", "--prune-end", "nan"), "--prune-end must be in (0, 1), got nan"),
+    (("progressive", "--prune-start", "0.5", "--prune-end", "0.3"), "--prune-end 0.3 is not after --prune-start 0.5"),
+    (("progressive", "--prune-start", "0.9"), "the pruning window (steps 16 to 12 of 18) holds no training step"),
+    (("progressive", "--prune-end", "0.99"), "--prune-end 0.99 falls after the last of the 18 training steps"),
+    (("oneshot", "--prune-every", "5"), "--prune-every is not an option of oneshot (it is one of progressive)"),
+    (("oneshot", "--prune-start", "0.5", "--prune-epoch", "1"), "--prune-epoch and --prune-start both say when"),
+])
+def test_bad_schedules_are_one_error_line_and_touch_nothing(mnist_idx_dir, tmp_path, capsys, bad, message):
+    method, *flags = bad
+    assert run(*baseline(method, mnist_idx_dir, tmp_path / "out", *flags)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def folder_of(**options) -> str:
+    c = config.Config(dataset="mnist", epochs=3, batch_size=32, **options)
+    return methods.create(methods.resolve(c)).folder()
+
+
+def test_every_option_that_changes_results_is_in_the_folder():
+    assert folder_of(method="snip", target_sparsity=0.9) == "snip-0.9"
+    assert folder_of(method="snip", target_sparsity=0.9, score_batches=2) == "snip-b2-0.9"
+    assert folder_of(method="progressive", target_sparsity=0.9) == "progressive-0.9"
+    assert folder_of(method="progressive", target_sparsity=0.9, schedule="cubic", prune_every=25,
+                     prune_end=0.75) == "progressive-cubic-every25-end0.75-0.9"
+    assert folder_of(method="oneshot", target_sparsity=0.9, prune_start=0.25) == "oneshot-at0.25-0.9"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Mask dynamics
+
+def fake_run(weights: list[torch.Tensor], target: float, dynamics: dict | None = None):
+    layers = [nn.Linear(w.shape[1], w.shape[0], bias=False) for w in weights]
+    for layer, w in zip(layers, weights):
+        layer.weight.data.copy_(w)
+    params = pruning.attach_masks([(layer, "weight") for layer in layers])
+    method = types.SimpleNamespace(prunes=True, target=lambda: target)
+    return types.SimpleNamespace(method=method, params=params, state={"dynamics": dynamics or {}})
+
+
+def test_mask_distance_is_zero_when_nothing_moved_and_counts_what_did():
+    w = torch.tensor([[0.1, -0.9, 0.3, 0.7], [0.5, 0.2, -0.05, 0.8]])
+    r = fake_run([w], target=0.5)
+    state, first = experiment.track_mask_dynamics(r, 1, 10)
+    assert first is None and set(state["early"]) == {"0.1"}  # 1 of 10 epochs: the 10% mask is kept
+    r.state["dynamics"] = state
+    state, distance = experiment.track_mask_dynamics(r, 2, 10)
+    assert distance == 0.0  # nothing moved
+    r.state["dynamics"] = state
+    with torch.no_grad():  # swap the smallest kept (0.5) with the largest dropped (0.3): two entries change
+        r.params[0][0].weight_orig[0, 2], r.params[0][0].weight_orig[1, 0] = 0.6, 0.29
+    state, distance = experiment.track_mask_dynamics(r, 3, 10)
+    assert distance == 2 / 8 and set(state["early"]) == {"0.1", "0.25"}
+
+
+def test_early_mask_overlaps_are_exact():
+    final = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]])
+    early = {"0.1": {"epochs": 1, "mask": pruning.pack_mask(torch.tensor([1, 1, 0, 1, 0, 0, 0, 0]))},
+             "0.5": {"epochs": 5, "mask": pruning.pack_mask(final)}}
+    r = fake_run([torch.ones(2, 4)], 0.5, {"early": early})
+    r.params[0][0].weight_mask.copy_(final)
+    assert experiment.mask_overlaps(r) == {"0.1": {"epochs": 1, "overlap": 0.5}, "0.5": {"epochs": 5, "overlap": 1.0}}
+
+
+def test_runs_record_mask_dynamics(mnist_idx_dir, tmp_path):
+    assert run(*baseline("progressive", mnist_idx_dir, tmp_path, "--epochs", "4", "--target-sparsity", "0.8")) == 0
+    result = read_json(tmp_path / "mnist" / "progressive-0.8" / "seed42.json")
+    distances = [row["mask_distance"] for row in result["history"]]
+    assert distances[0] is None and all(0.0 <= d <= 1.0 for d in distances[1:])
+    overlaps = result["early_mask_overlap"]
+    assert {k: v["epochs"] for k, v in overlaps.items()} == {"0.1": 1, "0.25": 1, "0.5": 2}
+    assert all(0.0 <= v["overlap"] <= 1.0 for v in overlaps.values())
+    assert run(*baseline("dense", mnist_idx_dir, tmp_path)) == 0
+    dense = read_json(tmp_path / "mnist" / "dense" / "seed42.json")
+    assert dense["early_mask_overlap"] is None and all(r["mask_distance"] is None for r in dense["history"])
+    assert dense["params_nonzero"] == N_PRUNABLE
