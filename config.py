@@ -1,16 +1,19 @@
 """The configuration of one run: a frozen dataclass that generates the command line and validates itself.
 
-Every field has a default, a help text and a kind:
+Every field (made with :func:`setting`) has a default, a help text and a kind. Words, each with one meaning:
 
-* ``recipe``: what is computed (epochs, learning rate, width, precision, ...). A checkpoint or finished result
-  is only ever continued or skipped by a run of the same recipe, and aggregate.py averages only runs whose
-  recipes agree.
-* ``method``: the training method and its own options (target sparsity, schedule, rounds, ...). Part of the
-  recipe too; the kind says which fields may differ between a pruned run and its dense baseline.
-* ``run``: where and how a run is done (output folder, data folder, device, ...). Never splits a group.
+* the **recipe** (kind ``recipe``): how the network is trained (epochs, learning rate, width, precision, ...).
+  Runs of different methods are compared only when their recipes agree (``results.recipe_key``). Fields left
+  at ``None`` take the dataset's paper recipe (``PAPER_RECIPES``).
+* the **method** and its **options** (kind ``method``): the training method and its own flags (target sparsity,
+  schedule, rounds, ...): ``Method.options`` in methods.py.
+* the **experiment**: recipe + method + options, everything but the run fields (:func:`experiment_part`). A
+  checkpoint or finished result is only ever continued or skipped by a run of the same experiment, and
+  aggregate.py averages only runs of the same experiment (all seeds).
+* **run** fields (kind ``run``): where and how a run is done (output folder, data folder, device, ...).
 
-Recipe fields left at ``None`` take the dataset's paper default (``PAPER_RECIPES``). Torch-free, so that
-results.py and aggregate.py can read configs without the training stack. Nothing happens at import time.
+Torch-free, so that results.py and aggregate.py can read configs without the training stack. Nothing happens
+at import time.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class ConfigError(Exception):
     """A bad value; the message is one line for the user, and the run exits with code 2."""
 
 
-def option(default, help: str, kind: str = RECIPE, type=None, choices=None, flag: bool = True,
+def setting(default, help: str, kind: str = RECIPE, type=None, choices=None, flag: bool = True,
            method_option: bool | None = None):
     """A Config field: its default, its help text, its kind, how its flag parses (flag=False: derived, no flag),
     and whether it is a method's own option (a flag only of scripts offering a method that uses it; by default
@@ -42,65 +45,65 @@ def option(default, help: str, kind: str = RECIPE, type=None, choices=None, flag
 @dataclass(frozen=True)
 class Config:
     # -- what is trained
-    dataset: str = option(None, "dataset to train on")
-    method: str = option(None, "training method", kind=METHOD, method_option=False)
-    seed: int = option(42, "seed for init, data split, shuffling, augmentation; in [0, 2**32)", type=int)
-    epochs: int = option(None, "epochs per training cycle (recipe default)", type=int)
-    batch_size: int = option(None, "training batch size (recipe default)", type=int)
-    lr: float = option(None, "initial SGD learning rate, cosine-annealed to 0 (0.1)", type=float)
-    momentum: float = option(None, "SGD momentum (0.9)", type=float)
-    weight_decay: float = option(None, "SGD weight decay (5e-4)", type=float)
-    label_smoothing: float = option(None, "cross-entropy label smoothing, in [0, 1) (0.1)", type=float)
-    width: int = option(64, "ResNet-18 base width (64; 8/16 for CPU)", type=int)
-    train_subset: int = option(None, "use N class-balanced training images", type=int)
-    val_fraction: float = option(0.11, "held-out validation fraction of the training images", type=float)
-    no_hflip: bool = option(False, "(Fashion-)MNIST: do not flip images (the paper flips)", type=bool)
-    dummy: bool = option(False, "random data with the right shapes (smoke tests)", type=bool)
-    eval_batch_size: int = option(1024, "batch size for validation and test", type=int)
-    no_sync_bn: bool = option(False, "multi-process runs: BatchNorm statistics per process, not over the global "
+    dataset: str = setting(None, "dataset to train on")
+    method: str = setting(None, "training method", kind=METHOD, method_option=False)
+    seed: int = setting(42, "seed for init, data split, shuffling, augmentation; in [0, 2**32)", type=int)
+    epochs: int = setting(None, "epochs per training cycle (recipe default)", type=int)
+    batch_size: int = setting(None, "training batch size (recipe default)", type=int)
+    lr: float = setting(None, "initial SGD learning rate, cosine-annealed to 0 (0.1)", type=float)
+    momentum: float = setting(None, "SGD momentum (0.9)", type=float)
+    weight_decay: float = setting(None, "SGD weight decay (5e-4)", type=float)
+    label_smoothing: float = setting(None, "cross-entropy label smoothing, in [0, 1) (0.1)", type=float)
+    width: int = setting(64, "ResNet-18 base width (64; 8/16 for CPU)", type=int)
+    train_subset: int = setting(None, "use N class-balanced training images", type=int)
+    val_fraction: float = setting(0.11, "held-out validation fraction of the training images", type=float)
+    no_hflip: bool = setting(False, "(Fashion-)MNIST: do not flip images (the paper flips)", type=bool)
+    dummy: bool = setting(False, "random data with the right shapes (smoke tests)", type=bool)
+    eval_batch_size: int = setting(1024, "batch size for validation and test", type=int)
+    no_sync_bn: bool = setting(False, "multi-process runs: BatchNorm statistics per process, not over the global "
                                      "batch", type=bool)
-    precision: str = option("auto", "auto: bf16 autocast on CUDA, fp32 elsewhere (stored resolved)",
+    precision: str = setting("auto", "auto: bf16 autocast on CUDA, fp32 elsewhere (stored resolved)",
                             choices=("auto", "fp32", "bf16"))
     # -- the method's own options (None: not used by this method, or its default)
-    target_sparsity: float = option(None, "sparsity at the end of training (recipe default)", METHOD, float)
-    schedule: str = option(None, "sparsity schedule: the paper's linear ramp, or cubic (Zhu & Gupta 2017)",
+    target_sparsity: float = setting(None, "sparsity at the end of training (recipe default)", METHOD, float)
+    schedule: str = setting(None, "sparsity schedule: the paper's linear ramp, or cubic (Zhu & Gupta 2017)",
                            METHOD, choices=("linear", "cubic"))
-    prune_epoch: int = option(None, "oneshot: epoch (0-based) at whose start the network is pruned (epochs // 2)",
+    prune_epoch: int = setting(None, "oneshot: epoch (0-based) at whose start the network is pruned (epochs // 2)",
                               METHOD, int)
-    prune_every: int = option(None, "progressive: training steps between pruning events (default: one event at "
+    prune_every: int = setting(None, "progressive: training steps between pruning events (default: one event at "
                                     "the start of every epoch, the paper's)", METHOD, int)
-    prune_start: float = option(None, "progressive: first pruning event, as a fraction of the cycle's training "
+    prune_start: float = setting(None, "progressive: first pruning event, as a fraction of the cycle's training "
                                       "steps (0); oneshot: the step at which it prunes, instead of --prune-epoch",
                                 METHOD, float)
-    prune_end: float = option(None, "progressive: last pruning event (exactly at the target), as a fraction of the "
+    prune_end: float = setting(None, "progressive: last pruning event (exactly at the target), as a fraction of the "
                                     "cycle's training steps (default: the start of the last epoch, the paper's)",
                               METHOD, float)
-    score_batches: int = option(None, "snip: training batches whose |grad * weight| is summed (1)", METHOD, int)
-    rounds: int = option(None, "imp: pruning rounds after the dense round 0 (smallest R with 0.8**R <= 1 - "
+    score_batches: int = setting(None, "snip: training batches whose |grad * weight| is summed (1)", METHOD, int)
+    rounds: int = setting(None, "imp: pruning rounds after the dense round 0 (smallest R with 0.8**R <= 1 - "
                                "target)", METHOD, int)
-    rewind_epoch: int = option(None, "imp: epoch of round 0 whose weights every later round rewinds to (0)",
+    rewind_epoch: int = setting(None, "imp: epoch of round 0 whose weights every later round rewinds to (0)",
                                METHOD, int)
-    reinit: str = option(None, "ticket: start from the donor run's initialisation (the LTH test), or a fresh one "
+    reinit: str = setting(None, "ticket: start from the donor run's initialisation (the LTH test), or a fresh one "
                                "from --seed (the control) (default donor)", METHOD, choices=("donor", "random"))
-    donor: str = option(None, "ticket: the donor run's method label and target, read from --mask-from", METHOD,
+    donor: str = setting(None, "ticket: the donor run's method label and target, read from --mask-from", METHOD,
                         flag=False)
-    donor_id: str = option(None, "ticket: the donor's seed and a hash of its final mask (what the run trains)",
+    donor_id: str = setting(None, "ticket: the donor's seed and a hash of its final mask (what the run trains)",
                            METHOD, flag=False)
     # -- where and how (never part of the recipe)
-    mask_from: str = option(None, "ticket: a finished pruned run (its result JSON or model file)", RUN,
+    mask_from: str = setting(None, "ticket: a finished pruned run (its result JSON or model file)", RUN,
                             method_option=True)
-    data_dir: str = option("./data", "dataset root, or a folder holding the 4 IDX files", RUN)
-    no_download: bool = option(False, "never try to download the dataset", RUN, bool)
-    out: str = option("results", "results folder", RUN)
-    device: str = option("auto", "device to train on", RUN, choices=("auto", "cpu", "cuda", "mps"))
-    compile: bool = option(False, "torch.compile the model (CUDA only: refused on the CPU, where inductor's "
+    data_dir: str = setting("./data", "dataset root, or a folder holding the 4 IDX files", RUN)
+    no_download: bool = setting(False, "never try to download the dataset", RUN, bool)
+    out: str = setting("results", "results folder", RUN)
+    device: str = setting("auto", "device to train on", RUN, choices=("auto", "cpu", "cuda", "mps"))
+    compile: bool = setting(False, "torch.compile the model (CUDA only: refused on the CPU, where inductor's "
                                   "channels_last convolutions can corrupt the heap)", RUN, bool)
-    channels_last: bool = option(False, "CPU: use the channels_last memory layout (CUDA always does; 1.1-1.3x "
+    channels_last: bool = setting(False, "CPU: use the channels_last memory layout (CUDA always does; 1.1-1.3x "
                                         "faster on some CPUs, but oneDNN's channels_last convolutions crashed with "
                                         "heap corruption at widths 4/8 with odd batch sizes on the CPUs tried)",
                                  RUN, bool)
-    force: bool = option(False, "rerun from scratch even if a result or checkpoint exists", RUN, bool)
-    script: str = option(None, "the script that ran", RUN, flag=False)
+    force: bool = setting(False, "rerun from scratch even if a result or checkpoint exists", RUN, bool)
+    script: str = setting(None, "the script that ran", RUN, flag=False)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -135,14 +138,14 @@ PAPER_RECIPES = {  # the MNIST target: README, "The paper's experiments", on 0.7
 }
 
 
-def recipe_part(config: dict) -> dict:
+def experiment_part(config: dict) -> dict:
     """The entries of a config dict that define what is computed (everything but the run fields)."""
     return {k: v for k, v in config.items() if k not in RUN_FIELDS}
 
 
 def config_difference(old: dict, new: dict) -> str:
-    """'epochs 2 vs 200, width 8 vs 64' for the recipe entries that differ ('' if none)."""
-    a, b = recipe_part(old), recipe_part(new)
+    """'epochs 2 vs 200, width 8 vs 64' for the entries of the experiment that differ ('' if none)."""
+    a, b = experiment_part(old), experiment_part(new)
     return ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
 
 
@@ -205,8 +208,16 @@ def with_recipe_defaults(config: Config) -> Config:
 # ----------------------------------------------------------------------------------------------------------
 # Validation: every bad value is one line naming the flag
 
+def require(checks: list[tuple[str, bool, str]]) -> None:
+    """Raise ConfigError ``--<flag> <message>`` for the first ``(field, ok, message)`` that is not ok."""
+    for name, ok, message in checks:
+        if not ok:  # NaN fails every comparison, so it lands here too
+            raise ConfigError(f"--{name.replace('_', '-')} {message}")
+
+
 def validate(config: Config) -> Config:
-    """Return ``config`` if every value is usable, else raise ConfigError naming the first bad flag."""
+    """Return ``config`` if every value is usable, else raise ConfigError naming the first bad flag. The
+    methods check their own options (``Method.check`` in methods.py)."""
     c = config
     checks = [
         ("seed", isinstance(c.seed, int) and 0 <= c.seed < MAX_SEED, f"must be in [0, 2**32), got {c.seed}"),
@@ -222,22 +233,8 @@ def validate(config: Config) -> Config:
         ("eval_batch_size", c.eval_batch_size >= 1, f"must be positive, got {c.eval_batch_size}"),
         ("target_sparsity", c.target_sparsity is None or 0.0 <= c.target_sparsity < 1.0,
          f"must be in [0, 1), got {c.target_sparsity}"),
-        ("prune_epoch", c.prune_epoch is None or 0 <= c.prune_epoch < c.epochs,
-         f"must be an epoch in [0, {c.epochs}), got {c.prune_epoch}"),
-        ("prune_every", c.prune_every is None or c.prune_every >= 1, f"must be at least 1 step, got {c.prune_every}"),
-        ("prune_start", c.prune_start is None or 0.0 <= c.prune_start < 1.0, f"must be in [0, 1), got {c.prune_start}"),
-        ("prune_end", c.prune_end is None or 0.0 < c.prune_end < 1.0, f"must be in (0, 1), got {c.prune_end}"),
-        ("score_batches", c.score_batches is None or c.score_batches >= 1, f"must be positive, got {c.score_batches}"),
-        ("rounds", c.rounds is None or 1 <= c.rounds <= MAX_ROUNDS, f"must be in [1, {MAX_ROUNDS}], got {c.rounds}"),
-        ("rewind_epoch", c.rewind_epoch is None or 0 <= c.rewind_epoch < c.epochs,
-         f"must be an epoch in [0, {c.epochs}), got {c.rewind_epoch}"),
     ]
-    for name, ok, message in checks:
-        if not ok:  # NaN fails every comparison above, so it lands here too
-            raise ConfigError(f"--{name.replace('_', '-')} {message}")
-    if c.prune_start is not None and c.prune_end is not None and c.prune_end <= c.prune_start:
-        raise ConfigError(f"--prune-end {c.prune_end} is not after --prune-start {c.prune_start}: the pruning "
-                          f"window is empty")
+    require(checks)
     if c.train_subset is not None and c.val_fraction > 0 and round(c.val_fraction * c.train_subset) in (0, c.train_subset):
         raise ConfigError(f"--val-fraction {c.val_fraction} of --train-subset {c.train_subset} leaves an empty split")
     return config

@@ -303,8 +303,8 @@ def load_checkpoint(path: str, config: Config) -> dict:
 
 
 def finished_result(path: str, config: Config) -> dict | None:
-    """The finished result at ``path`` if there is one of this recipe, None if there is none; a result of
-    another recipe (or an unreadable one) is refused with UsageError, never replaced."""
+    """The finished result at ``path`` if there is one of this experiment, None if there is none; a result of
+    another experiment (or an unreadable one) is refused with UsageError, never replaced."""
     if not os.path.exists(path):
         return None
     try:
@@ -320,7 +320,7 @@ def finished_result(path: str, config: Config) -> dict | None:
 
 
 def check_finished(paths: dict[str, str], config: Config) -> bool:
-    """True if this run's result exists (same recipe); a result of another recipe is refused, never replaced."""
+    """True if this run's result exists (same experiment); a result of another experiment is refused, never replaced."""
     finished = None if config.force else finished_result(paths["result"], config)
     if finished is None:
         return False
@@ -606,7 +606,7 @@ def final_result(run: Run) -> dict:
 
 def save_final(run: Run, result: dict) -> None:
     """Rank 0: write the permanent model (compact) and the result JSON, then drop the checkpoint. A result of
-    another recipe that appeared meanwhile is never overwritten."""
+    another experiment that appeared meanwhile is never overwritten."""
     c = run.config
     if not c.force:
         try:

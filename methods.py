@@ -31,7 +31,7 @@ import data
 import distributed
 import pruning
 import results
-from config import MAX_SEED, OPTION_FIELDS, PAPER_RECIPES, Config, ConfigError
+from config import MAX_ROUNDS, MAX_SEED, OPTION_FIELDS, PAPER_RECIPES, Config, ConfigError, require
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Method:
     and plain values only, so checkpoints load with ``weights_only=True``."""
 
     name = ""
+    summary = ""  # one line for --help
     options: tuple[str, ...] = ()  # the config.OPTION_FIELDS this method uses (its flags, and derived values)
     derived: tuple[str, ...] = ()  # the options it derives itself: never given on the command line
     prunes = True  # attach masks to the prunable weights at build time
@@ -59,6 +60,11 @@ class Method:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        """Raise ConfigError naming the flag if one of this method's own options is out of range (before any
+        default is derived from it)."""
 
     @classmethod
     def defaults(cls, config: Config) -> dict:
@@ -105,6 +111,7 @@ class Dense(Method):
     """The dense baseline: the same recipe with pruning off."""
 
     name = "dense"
+    summary = "the same recipe with pruning off"
     prunes = False
 
     def target(self) -> float:
@@ -115,6 +122,21 @@ class Scheduled(Method):
     """Pruning by global magnitude among the active weights at the steps of a schedule (``events``)."""
 
     _events: dict[int, float] | None = None
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        c = config
+        require([
+            ("prune_epoch", c.prune_epoch is None or 0 <= c.prune_epoch < c.epochs,
+             f"must be an epoch in [0, {c.epochs}), got {c.prune_epoch}"),
+            ("prune_every", c.prune_every is None or c.prune_every >= 1, f"must be at least 1 step, got {c.prune_every}"),
+            ("prune_start", c.prune_start is None or 0.0 <= c.prune_start < 1.0,
+             f"must be in [0, 1), got {c.prune_start}"),
+            ("prune_end", c.prune_end is None or 0.0 < c.prune_end < 1.0, f"must be in (0, 1), got {c.prune_end}"),
+        ])
+        if c.prune_start is not None and c.prune_end is not None and c.prune_end <= c.prune_start:
+            raise ConfigError(f"--prune-end {c.prune_end} is not after --prune-start {c.prune_start}: the pruning "
+                              f"window is empty")
 
     def events(self, steps_per_epoch: int) -> dict[int, float]:
         """Training step within the cycle -> sparsity to prune to before its forward pass."""
@@ -152,6 +174,7 @@ class Progressive(Scheduled):
     event for event (:func:`pruning.pruning_events`)."""
 
     name = "progressive"
+    summary = "the paper's: prune by global magnitude on a schedule (linear / cubic; per epoch or every N steps)"
     options = ("target_sparsity", "schedule", "prune_every", "prune_start", "prune_end")
 
     @classmethod
@@ -183,6 +206,7 @@ class OneShot(Scheduled):
     target in one step by global magnitude; the same LR schedule and total epochs as the progressive run."""
 
     name = "oneshot"
+    summary = "train dense, prune once to the target at --prune-epoch (epochs // 2) or --prune-start, keep training"
     options = ("target_sparsity", "prune_epoch", "prune_start")
 
     @classmethod
@@ -222,7 +246,13 @@ class Snip(AtInitialisation):
     highest scores. Seeded and deterministic; the network's state (BatchNorm statistics) is left untouched."""
 
     name = "snip"
+    summary = "prune at initialisation by |dL/dw * w| over --score-batches batches, train with the mask"
     options = ("target_sparsity", "score_batches")
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        require([("score_batches", config.score_batches is None or config.score_batches >= 1,
+                  f"must be positive, got {config.score_batches}")])
 
     @classmethod
     def defaults(cls, config: Config) -> dict:
@@ -262,6 +292,7 @@ class Random(AtInitialisation):
     Random Pruning")."""
 
     name = "random"
+    summary = "prune at initialisation with seeded random scores, train with the fixed mask"
     options = ("target_sparsity",)
 
     def scores(self, run) -> dict:
@@ -281,11 +312,20 @@ class IterativeMagnitude(Method):
     remaining weights per round, as in the LTH papers). The rewind point is saved in every checkpoint."""
 
     name = "imp"
+    summary = "lottery tickets: dense round 0, then --rounds rounds of prune + rewind to --rewind-epoch + retrain"
     options = ("target_sparsity", "rounds", "rewind_epoch")
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.rewind: dict | None = None  # run.snapshot() at the rewind epoch of round 0
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        c = config
+        require([("rounds", c.rounds is None or 1 <= c.rounds <= MAX_ROUNDS,
+                  f"must be in [1, {MAX_ROUNDS}], got {c.rounds}"),
+                 ("rewind_epoch", c.rewind_epoch is None or 0 <= c.rewind_epoch < c.epochs,
+                  f"must be an epoch in [0, {c.epochs}), got {c.rewind_epoch}")])
 
     @classmethod
     def defaults(cls, config: Config) -> dict:
@@ -344,8 +384,9 @@ class Ticket(Method):
     from another dataset or architecture is refused."""
 
     name = "ticket"
+    summary = "retrain a finished pruned run's final mask (--mask-from) from --reinit donor | random"
     options = ("mask_from", "reinit", "donor", "donor_id", "target_sparsity")
-    derived = ("donor", "donor_id", "target_sparsity")  # read from the donor: part of the recipe, never a flag
+    derived = ("donor", "donor_id", "target_sparsity")  # read from the donor: part of the experiment, never a flag
 
     @classmethod
     def defaults(cls, config: Config) -> dict:
@@ -440,6 +481,11 @@ METHODS: dict[str, type[Method]] = {m.name: m for m in (Progressive, Dense, OneS
                                                         IterativeMagnitude, Ticket)}
 
 
+def describe(names: tuple[str, ...]) -> str:
+    """One help line per method: its name and summary."""
+    return "\n".join(f"  {name:<12}{METHODS[name].summary}" for name in names)
+
+
 def create(config: Config) -> Method:
     """The method object of one run, for its resolved config."""
     return METHODS[config.method](config)
@@ -447,7 +493,7 @@ def create(config: Config) -> Method:
 
 def check_options(config: Config) -> None:
     """Raise ConfigError if an option was given that the chosen method does not use or derives itself (a
-    silently dropped flag would run another experiment than the one asked for)."""
+    silently dropped flag would run another experiment than the one asked for), or is out of range."""
     method = METHODS[config.method]
     for name in sorted(OPTION_FIELDS):
         if getattr(config, name) is None or (name in method.options and name not in method.derived):
@@ -455,6 +501,7 @@ def check_options(config: Config) -> None:
         owners = [m.name for m in METHODS.values() if name in m.options and name not in m.derived]
         raise ConfigError(f"--{name.replace('_', '-')} is not an option of {config.method}"
                           + (f" (it is one of {', '.join(owners)})" if owners else ""))
+    method.check(config)
 
 
 def resolve(config: Config) -> Config:

@@ -6,8 +6,10 @@ bare figure is the same ResNet-18 and batch size, fed one fixed pre-made batch, 
 backward and step, in each memory layout. The ratio of the harness to the bare step in the harness's layout
 (contiguous on the CPU unless --channels-last; channels_last on CUDA) is what the harness costs beyond the
 model itself.
-The three are timed in turn, --repeats times, and each figure is a median; the extrapolation to a full run
-is an estimate.
+The harness is also timed with a no-op per-step hook (both of methods.Method's hooks, called every step) to
+show what the hook call costs. All are timed in turn, --repeats times, and each figure is a median; the
+extrapolation to a full run is an estimate. Last, one pruning update and one epoch-end mask-dynamics record
+(experiment.track_mask_dynamics: a ranking of every weight) are timed against an epoch.
 
     python benchmarks/bench_train.py --dataset cifar10 --width 64 --images 512
 """
@@ -52,14 +54,16 @@ def harness_setup(args, device: torch.device) -> tuple[experiment.Run, "callable
     run = experiment.make_run(cfg, device, {"checkpoint": ""})  # "": no checkpoint, a fresh run
     pruning.global_magnitude_prune(run.params, 0.4, optimizer=run.optimizer)
     epochs = iter(range(10**6))
+    no_op = lambda run, step: None  # noqa: E731
 
-    def one_epoch() -> float:
+    def one_epoch(hook: bool) -> float:
+        run.method.start_step = run.method.after_backward = no_op if hook else None  # no schedule: masks fixed
         sync(device)
         t0 = time.perf_counter()
         experiment.train_one_epoch(run, next(epochs))
         sync(device)
         return time.perf_counter() - t0
-    one_epoch()  # warm-up
+    one_epoch(False)  # warm-up
     return run, one_epoch
 
 
@@ -102,9 +106,10 @@ def main() -> None:
     device = experiment.pick_device(args.device)
     run, harness = harness_setup(args, device)
     bare = {cl: bare_setup(args, device, cl, run.config.precision) for cl in (False, True)}
-    times = {"harness": [], False: [], True: []}
-    for _ in range(args.repeats):  # interleaved, so that drift of a noisy machine hits all three alike
-        times["harness"].append(harness())
+    times = {"harness": [], "hooked": [], False: [], True: []}
+    for _ in range(args.repeats):  # interleaved, so that drift of a noisy machine hits all alike
+        times["harness"].append(harness(False))
+        times["hooked"].append(harness(True))
         for cl in (False, True):
             times[cl].append(bare[cl]())
     rate = args.images / statistics.median(times["harness"])
@@ -119,12 +124,18 @@ def main() -> None:
     print(f"  bare step, contiguous:     {args.images / statistics.median(times[False]):8.0f} images/s")
     print(f"  bare step, channels_last:  {args.images / statistics.median(times[True]):8.0f} images/s")
     print(f"  harness ({layout}): {rate:8.0f} images/s = {rate / bare_rate:.3f}x the bare step in that layout")
-    t0 = time.perf_counter()
-    pruning.global_magnitude_prune(run.params, 0.5, optimizer=run.optimizer)
-    prune_s = time.perf_counter() - t0
+    hooked = args.images / statistics.median(times["hooked"])
+    print(f"  harness + no-op per-step hooks: {hooked:8.0f} images/s = {hooked / rate:.3f}x the harness without")
     n_train = round(data.DATASETS[args.dataset].train_size * (1 - 0.11))
     epoch_s = n_train / rate
-    print(f"  one pruning update: {1000 * prune_s:.0f} ms ({100 * prune_s / epoch_s:.3f}% of an epoch)")
+    for what, work in (("one pruning update", lambda: pruning.global_magnitude_prune(run.params, 0.5, run.optimizer)),
+                       ("one mask-dynamics record", lambda: experiment.track_mask_dynamics(run, 2, 10))):
+        sync(device)
+        t0 = time.perf_counter()
+        work()
+        sync(device)
+        seconds = time.perf_counter() - t0
+        print(f"  {what}: {1000 * seconds:.0f} ms ({100 * seconds / epoch_s:.3f}% of an epoch)")
     print(f"  estimate: {epoch_s / 60:.1f} min per epoch of {n_train} images, "
           f"{recipe.epochs * epoch_s / 3600:.1f} h for {recipe.epochs} epochs (excl. validation)")
 

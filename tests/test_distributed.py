@@ -188,12 +188,16 @@ def test_a_last_global_batch_smaller_than_the_world_trains(mnist_idx_dir, tmp_pa
     assert len(read_json(next(tmp_path.rglob("seed42.json")))["mask_checks"][0]["checksums"]) == 2
 
 
+FOLDER = "progressive-every4-end0.7-0.5"
+
+
 def test_a_killed_torchrun_job_resumes_to_the_same_result(mnist_idx_dir, tmp_path):
-    args = ("--epochs", "5", "--seed", "3")
+    # a step schedule: masks change inside epochs, and every rank's masks are compared after each event
+    args = ("--epochs", "5", "--seed", "3", "--prune-every", "4", "--prune-end", "0.7")
     whole = torchrun(*tiny(mnist_idx_dir, tmp_path / "whole", *args))
     assert whole.returncode == 0, whole.stderr[-2000:]
     job = torchrun(*tiny(mnist_idx_dir, tmp_path / "killed", *args), wait=False)
-    ckpt = tmp_path / "killed" / "mnist" / "progressive-0.5" / "seed3.ckpt.pt"
+    ckpt = tmp_path / "killed" / "mnist" / FOLDER / "seed3.ckpt.pt"
     deadline = time.time() + 240
     while time.time() < deadline and job.poll() is None:
         if ckpt.exists() and torch.load(ckpt, weights_only=True)["epoch"] >= 1:
@@ -205,11 +209,14 @@ def test_a_killed_torchrun_job_resumes_to_the_same_result(mnist_idx_dir, tmp_pat
     assert job.returncode != 0 and not ckpt.with_name("seed3.json").exists() and ckpt.exists()
     again = torchrun(*tiny(mnist_idx_dir, tmp_path / "killed", *args))
     assert again.returncode == 0 and "resuming" in again.stdout, again.stderr[-2000:]
-    a = read_json(tmp_path / "whole" / "mnist" / "progressive-0.5" / "seed3.json")
-    b = read_json(tmp_path / "killed" / "mnist" / "progressive-0.5" / "seed3.json")
+    a = read_json(tmp_path / "whole" / "mnist" / FOLDER / "seed3.json")
+    b = read_json(tmp_path / "killed" / "mnist" / FOLDER / "seed3.json")
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"]) and a["test_loss"] == b["test_loss"]
-    assert a["mask_checks"] == b["mask_checks"]
+    assert a["mask_checks"] == b["mask_checks"] and a["prune_events"] == b["prune_events"]
+    assert all(len(m["checksums"]) == 2 and len(set(m["checksums"])) == 1 for m in a["mask_checks"])
+    assert [e["step"] for e in a["prune_events"]] == [0, 4, 8, 12, 16, 20, 21]  # end: round(0.7 * 30)
+    assert len({m["checksums"][0] for m in a["mask_checks"]}) == 4  # masks moved inside epochs 1-4, then stayed
 
 
 def test_every_method_runs_under_torchrun(mnist_idx_dir, tmp_path):
