@@ -79,6 +79,15 @@ class Config:
                                     "cycle's training steps (default: the start of the last epoch, the paper's)",
                               METHOD, float)
     score_batches: int = setting(None, "snip: training batches whose |grad * weight| is summed (1)", METHOD, int)
+    distribution: str = setting(None, "random, snip, rigl, set: how the sparsity is spread over the layers: one "
+                                      "global ranking, every layer at the target, or Erdos-Renyi-Kernel (default: "
+                                      "global for random and snip, erk for rigl and set)", METHOD,
+                                choices=("global", "uniform", "erk"))
+    update_every: int = setting(None, "rigl, set: training steps between mask updates (100)", METHOD, int)
+    update_end: float = setting(None, "rigl, set: no mask update from this fraction of the training steps on (0.75)",
+                                METHOD, float)
+    drop_fraction: float = setting(None, "rigl, set: fraction of each layer's active weights dropped and regrown at "
+                                         "the first update, cosine-annealed to 0 at --update-end (0.3)", METHOD, float)
     rounds: int = setting(None, "imp: pruning rounds after the dense round 0 (smallest R with 0.8**R <= 1 - "
                                "target)", METHOD, int)
     rewind_epoch: int = setting(None, "imp: epoch of round 0 whose weights every later round rewinds to (0)",

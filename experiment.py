@@ -82,11 +82,12 @@ class Run:
     def steps_per_epoch(self) -> int:
         return -(-self.data.train[1].shape[0] // self.config.batch_size)
 
-    def prune(self, sparsity: float, step: int, importance_scores: dict | None = None) -> None:
-        """Prune by global magnitude (or ``importance_scores``) among the active weights to ``sparsity``, with
-        the optimizer state, and record the event."""
+    def prune(self, sparsity: float, step: int, importance_scores: dict | None = None,
+              distribution: str = "global") -> None:
+        """Prune by magnitude (or ``importance_scores``) among the active weights to ``sparsity``, ranked
+        globally or per layer (``distribution``), with the optimizer state, and record the event."""
         pruning.global_magnitude_prune(self.params, sparsity, optimizer=self.optimizer,
-                                       importance_scores=importance_scores)
+                                       importance_scores=importance_scores, distribution=distribution)
         self.record_event(step, sparsity)
 
     def record_event(self, step: int, sparsity: float) -> None:
@@ -512,6 +513,7 @@ def run_epochs(run: Run) -> None:
             # masks may have changed inside the epoch: every rank must agree before anything is saved
             checksums = distributed.check_masks(run.params, run.world, f"at the end of epoch {epoch + 1} of round {r}")
             dynamics, row["mask_distance"] = track_mask_dynamics(run, len(state["history"]) + 1, rounds * c.epochs)
+            row.update(method.epoch_fields(run))
             row["seconds"] = time.perf_counter() - start
             last = epoch + 1 == c.epochs
             after = {**state, "round": r + last, "epoch": 0 if last else epoch + 1,

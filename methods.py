@@ -22,6 +22,7 @@ use, or derives itself (``derived``), is refused by :func:`check_options`. Addin
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 
@@ -99,6 +100,10 @@ class Method:
 
     def start_epoch(self, run, r: int, epoch: int) -> None:
         """At the start of every epoch, before its first step (save a rewind point, ...)."""
+
+    def epoch_fields(self, run) -> dict:
+        """Extra entries for this epoch's history row (plain values), asked once at the end of every epoch."""
+        return {}
 
     def state_dict(self) -> dict:
         return {}
@@ -229,14 +234,22 @@ class OneShot(Scheduled):
 
 
 class AtInitialisation(Method):
-    """Prune to the target once, before any training, by this method's scores; then train all epochs with
-    that fixed mask."""
+    """Prune to the target once, before any training, by this method's scores, spread over the layers by
+    ``--distribution`` (default ``global``: one ranking); then train all epochs with that fixed mask."""
+
+    @classmethod
+    def defaults(cls, config: Config) -> dict:
+        return {"distribution": config.distribution or "global"}
+
+    def label(self) -> str:
+        return self.name + ("" if self.config.distribution == "global" else f"-{self.config.distribution}")
 
     def scores(self, run) -> dict:
         raise NotImplementedError
 
     def start_round(self, run, r: int) -> None:
-        run.prune(self.config.target_sparsity, 0, importance_scores=self.scores(run))
+        run.prune(self.config.target_sparsity, 0, importance_scores=self.scores(run),
+                  distribution=self.config.distribution)
 
 
 class Snip(AtInitialisation):
@@ -247,7 +260,7 @@ class Snip(AtInitialisation):
 
     name = "snip"
     summary = "prune at initialisation by |dL/dw * w| over --score-batches batches, train with the mask"
-    options = ("target_sparsity", "score_batches")
+    options = ("target_sparsity", "score_batches", "distribution")
 
     @classmethod
     def check(cls, config: Config) -> None:
@@ -256,10 +269,12 @@ class Snip(AtInitialisation):
 
     @classmethod
     def defaults(cls, config: Config) -> dict:
-        return {"score_batches": 1 if config.score_batches is None else config.score_batches}
+        return {**super().defaults(config),
+                "score_batches": 1 if config.score_batches is None else config.score_batches}
 
     def label(self) -> str:
-        return self.name if self.config.score_batches == 1 else f"{self.name}-b{self.config.score_batches}"
+        batches = "" if self.config.score_batches == 1 else f"-b{self.config.score_batches}"
+        return self.name + batches + ("" if self.config.distribution == "global" else f"-{self.config.distribution}")
 
     def validate(self, sizes: Sizes) -> None:
         super().validate(sizes)
@@ -293,11 +308,174 @@ class Random(AtInitialisation):
 
     name = "random"
     summary = "prune at initialisation with seeded random scores, train with the fixed mask"
-    options = ("target_sparsity",)
+    options = ("target_sparsity", "distribution")
 
     def scores(self, run) -> dict:
-        gen = torch.Generator().manual_seed(self.config.seed)
-        return {(m, n): torch.rand(getattr(m, n + "_orig").shape, generator=gen).to(run.device) for m, n in run.params}
+        return random_scores(run.params, self.config.seed, run.device)
+
+
+def random_scores(params: list, seed: int, device: torch.device) -> dict:
+    """Seeded uniform scores for every prunable weight, drawn on the CPU (the same on every device and rank)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {(m, n): torch.rand(getattr(m, n + "_orig").shape, generator=gen).to(device) for m, n in params}
+
+
+class DynamicSparse(Method):
+    """Dynamic sparse training: sparse from the first step at the target, the mask changed every
+    ``--update-every ΔT`` steps until ``--update-end`` of the training steps. Shared by RigL and SET.
+
+    Start: a seeded random mask at the target, spread over the layers by ``--distribution`` (default ``erk``,
+    as the RigL paper). At step ``t = ΔT, 2ΔT, ... < T_end`` (after the backward pass, before the optimizer
+    step), in every layer: drop the ``k = floor(f(t) * active)`` active weights of smallest magnitude, with
+    ``f(t) = α / 2 * (1 + cos(π t / T_end))``, ``α = --drop-fraction``; then grow ``k`` of the weights inactive
+    after the drop (as google-research/rigl: a weight just dropped may come back), by this method's
+    ``grow_scores``, with the one ranking rule (:func:`pruning.select_smallest_active` on negated scores). Each
+    layer's count, and so the sparsity, is exactly the target at every step. Dropped and grown weights and
+    their momentum are set to 0, and this step's gradient is kept only for weights active both before and after
+    the update, so a grown weight starts at exactly 0 and learns from the next step on (rigl-torch skips the
+    optimizer step on update steps instead)."""
+
+    options = ("target_sparsity", "distribution", "update_every", "update_end", "drop_fraction")
+    DEFAULTS = {"distribution": "erk", "update_every": 100, "update_end": 0.75, "drop_fraction": 0.3}
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.initial: torch.Tensor | None = None  # the initial mask, packed bits: for the mask turnover
+        self.regrown = 0  # weights made active by updates since the last history row
+        self._hooks: list = []
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        c = config
+        require([
+            ("update_every", c.update_every is None or c.update_every >= 1, f"must be at least 1 step, got {c.update_every}"),
+            ("update_end", c.update_end is None or 0.0 < c.update_end <= 1.0, f"must be in (0, 1], got {c.update_end}"),
+            ("drop_fraction", c.drop_fraction is None or 0.0 < c.drop_fraction < 1.0,
+             f"must be in (0, 1), got {c.drop_fraction}"),
+        ])
+
+    @classmethod
+    def defaults(cls, config: Config) -> dict:
+        return {k: v if getattr(config, k) is None else getattr(config, k) for k, v in cls.DEFAULTS.items()}
+
+    def label(self) -> str:
+        short = {"distribution": "", "update_every": "every", "update_end": "end", "drop_fraction": "drop"}
+        return "-".join([self.name] + [f"{short[k]}{getattr(self.config, k):g}" if k != "distribution" else
+                                       self.config.distribution for k, v in self.DEFAULTS.items()
+                                       if getattr(self.config, k) != v])
+
+    def end_step(self, steps_per_epoch: int) -> int:
+        return round(self.config.update_end * self.config.epochs * steps_per_epoch)
+
+    def validate(self, sizes: Sizes) -> None:
+        super().validate(sizes)
+        end = self.end_step(sizes.train_batches)
+        if self.config.update_every >= end:
+            raise ConfigError(f"--update-every {self.config.update_every}: no mask update falls before --update-end "
+                              f"(step {end} of {self.config.epochs * sizes.train_batches})")
+        if self.config.compile and self.needs_dense_gradient:
+            raise ConfigError(f"--compile: {self.name} reads dense gradients through module hooks added on update "
+                              f"steps, which a compiled model need not run; train without --compile")
+
+    def is_update(self, run, step: int) -> bool:
+        return step > 0 and step % self.config.update_every == 0 and step < self.end_step(run.steps_per_epoch())
+
+    def start_round(self, run, r: int) -> None:
+        run.prune(self.config.target_sparsity, 0, importance_scores=random_scores(run.params, self.config.seed,
+                                                                                  run.device),
+                  distribution=self.config.distribution)
+        self.initial = pruning.pack_mask(current_mask(run.params))
+
+    needs_dense_gradient = False
+
+    def start_step(self, run, step: int) -> None:
+        if self.needs_dense_gradient and self.is_update(run, step):  # keep d loss / d (mask * weight) this step
+            self._hooks = [m.register_forward_hook(lambda mod, args, out, n=n: getattr(mod, n).retain_grad())
+                           for m, n in run.params]
+
+    def after_backward(self, run, step: int) -> None:
+        if not self.is_update(run, step):
+            return
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        fraction = self.config.drop_fraction / 2 * (1 + math.cos(math.pi * step / self.end_step(run.steps_per_epoch())))
+        self.update_masks(run, step, fraction, self.grow_scores(run, step))
+        run.record_event(step, self.config.target_sparsity)
+
+    def grow_scores(self, run, step: int) -> list[torch.Tensor]:
+        """Per prunable tensor, flattened: the higher, the sooner an inactive weight is grown."""
+        raise NotImplementedError
+
+    def update_masks(self, run, step: int, fraction: float, grow_scores: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for (m, n), score in zip(run.params, grow_scores):
+                mask, orig = getattr(m, n + "_mask"), getattr(m, n + "_orig")
+                active = mask.reshape(-1) != 0
+                k = int(fraction * int(active.sum()))
+                if k == 0:
+                    continue
+                kept = active & ~pruning.select_smallest_active(orig.detach().abs().reshape(-1), active, k)
+                grown = pruning.select_smallest_active(-score, ~kept, k)
+                self.regrown += int((grown & ~active).sum())
+                mask.copy_((kept | grown).view_as(mask))
+                changed = ~kept.view_as(mask)  # dropped or grown: weight, momentum and this step's gradient 0
+                orig.masked_fill_(changed, 0.0)
+                if orig.grad is not None:
+                    orig.grad.masked_fill_(changed, 0.0)
+                for value in run.optimizer.state.get(orig, {}).values():
+                    if torch.is_tensor(value) and value.shape == orig.shape:
+                        value.masked_fill_(changed, 0)
+                setattr(m, n, orig * mask)
+
+    def epoch_fields(self, run) -> dict:
+        initial = pruning.unpack_mask(self.initial, sum(getattr(m, n).numel() for m, n in run.params))
+        fields = {"regrown": self.regrown,
+                  "init_mask_overlap": pruning.mask_overlap(initial, current_mask(run.params).cpu())}
+        self.regrown = 0
+        return fields
+
+    def state_dict(self) -> dict:
+        return {"initial": self.initial, "regrown": self.regrown}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial, self.regrown = state.get("initial"), state.get("regrown", 0)
+
+
+class RigL(DynamicSparse):
+    """RigL (Evci et al. 2020, "Rigging the Lottery: Making All Tickets Winners"): grow the inactive weights of
+    largest dense-gradient magnitude ``|d loss / d (mask * weight)|`` of the update step's batch (kept on update
+    steps only; all-reduced over processes under torchrun before ranking)."""
+
+    name = "rigl"
+    summary = "dynamic sparse training: every --update-every steps drop smallest |w|, grow largest |dense grad|"
+    needs_dense_gradient = True
+
+    def grow_scores(self, run, step: int) -> list[torch.Tensor]:
+        grads = [getattr(m, n).grad for m, n in run.params]
+        if any(g is None for g in grads):
+            raise RuntimeError("rigl: the dense gradient of a prunable weight was not kept on an update step")
+        flat = torch.cat([g.detach().abs().reshape(-1).float() for g in grads])
+        flat = distributed.all_reduce_sum(flat, run.world)
+        return list(flat.split([g.numel() for g in grads]))
+
+
+class SET(DynamicSparse):
+    """SET (Mocanu et al. 2018, "Scalable training of artificial neural networks with adaptive sparse
+    connectivity inspired by network science"): RigL's loop with the inactive weights grown uniformly at random
+    (seeded by --seed and the step: the same on every process)."""
+
+    name = "set"
+    summary = "dynamic sparse training: every --update-every steps drop smallest |w|, grow at random"
+
+    def grow_scores(self, run, step: int) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        return [torch.rand(getattr(m, n).numel(), generator=gen).to(run.device) for m, n in run.params]
+
+
+def current_mask(params: list) -> torch.Tensor:
+    """Every prunable tensor's mask, flattened and concatenated, as bool."""
+    return torch.cat([getattr(m, n + "_mask").reshape(-1) != 0 for m, n in params])
 
 
 class IterativeMagnitude(Method):
@@ -478,7 +656,7 @@ def read_donor(config: Config) -> dict:
 
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (Progressive, Dense, OneShot, Snip, Random,
-                                                        IterativeMagnitude, Ticket)}
+                                                        IterativeMagnitude, Ticket, RigL, SET)}
 
 
 def describe(names: tuple[str, ...]) -> str:

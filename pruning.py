@@ -41,6 +41,7 @@ __all__ = [
     "prunable_parameters",
     "attach_masks",
     "global_magnitude_prune",
+    "layer_prune_counts",
     "zero_pruned_state",
     "enforce_masks_after_step",
     "sparsity_schedule",
@@ -242,6 +243,7 @@ def global_magnitude_prune(
     sparsity: float,
     optimizer: torch.optim.Optimizer | None = None,
     importance_scores: dict[tuple[nn.Module, str], torch.Tensor] | None = None,
+    distribution: str = "global",
 ) -> int:
     r"""Prune so that exactly ``round(sparsity * N)`` of the ``N`` entries of all tensors are masked.
 
@@ -260,6 +262,9 @@ def global_magnitude_prune(
         importance_scores (dict, optional): as in ``torch.nn.utils.prune.global_unstructured``:
             ``{(module, name): tensor shaped like the parameter}``, ranked as given (pass magnitudes
             for magnitude-like criteria); a tensor without an entry is ranked by ``|weight_orig|``.
+        distribution (str): ``"global"`` (default: one ranking over all tensors), or ``"uniform"`` /
+            ``"erk"``: each tensor ranked alone, pruned to its count from :func:`layer_prune_counts`
+            (the total is the same ``round(sparsity * N)``).
 
     Returns:
         int: the number of entries newly pruned by this call.
@@ -276,6 +281,9 @@ def global_magnitude_prune(
         >>> lin = nn.Linear(3, 1); scores = {(lin, "weight"): torch.tensor([[3.0, 1.0, 2.0]])}
         >>> _ = global_magnitude_prune([(lin, "weight")], 0.34, importance_scores=scores); lin.weight_mask
         tensor([[1., 0., 1.]])
+        >>> net = nn.Sequential(nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 5)); params = prunable_parameters(net)
+        >>> global_magnitude_prune(params, 0.5, distribution="uniform"), [int(m.weight_mask.sum()) for m in (net[0], net[2])]
+        (75, [50, 25])
     """
     parameters = attach_masks(parameters)
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
@@ -288,7 +296,14 @@ def global_magnitude_prune(
         if n_new <= 0:
             return 0
         scores, active = _ranking_inputs(parameters, scores_of, masks)
-        selected = select_smallest_active(scores, active, n_new)
+        if distribution == "global":
+            selected = select_smallest_active(scores, active, n_new)
+        else:  # each tensor alone, to its own count (never regrowing one that is already sparser)
+            sizes = [m.numel() for m in masks]
+            counts = layer_prune_counts(parameters, sparsity, distribution)
+            selected = torch.cat([select_smallest_active(s, a, count - int((~a).sum())) for s, a, count in
+                                  zip(scores.split(sizes), active.split(sizes), counts)])
+            n_new = int(selected.sum())
         for (module, name), mask, sel in zip(parameters, masks, selected.split([m.numel() for m in masks])):
             # In place: the forward pre-hook and any compiled graph read this very buffer.
             mask.masked_fill_(sel.view_as(mask).to(mask.device), 0)
@@ -297,6 +312,70 @@ def global_magnitude_prune(
             setattr(module, name, getattr(module, name + "_orig") * mask)
     zero_pruned_state(parameters, optimizer)
     return n_new
+
+
+DISTRIBUTIONS = ("global", "uniform", "erk")
+
+
+def layer_prune_counts(parameters: ParameterList, sparsity: float, distribution: str = "erk") -> list[int]:
+    r"""How many entries of each tensor a layer-wise ``distribution`` of ``sparsity`` prunes.
+
+    * ``"uniform"``: every tensor at ``sparsity``.
+    * ``"erk"`` (Erdős–Rényi-Kernel; Evci et al. 2020, google-research/rigl ``sparse_utils``): the density of a
+      tensor of shape ``(n_out, n_in, k_h, k_w)`` is ``eps * (n_out + n_in + k_h + k_w) / (n_out * n_in * k_h *
+      k_w)`` (plain Erdős–Rényi for a Linear ``(n_out, n_in)``), with ``eps`` such that the kept total is met.
+      A tensor whose density would exceed 1 is kept dense and ``eps`` is solved again over the others,
+      repeatedly, until none does.
+
+    Rounding: the kept total is exactly ``N - round(sparsity * N)`` (as :func:`global_magnitude_prune`); each
+    tensor keeps the floor of its ideal count, and the units left go to the tensors with the largest
+    fractional parts (ties: the earlier tensor), never above a tensor's size.
+
+    Args:
+        parameters (sequence of (nn.Module, str)): the tensors, e.g. from :func:`prunable_parameters`.
+        sparsity (float): overall fraction to prune, in [0, 1).
+        distribution (str): ``"uniform"`` or ``"erk"``.
+
+    Returns:
+        list of int: entries to prune per tensor, in ``parameters`` order; they sum to ``round(sparsity * N)``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 64, 3), nn.Flatten(), nn.Linear(64, 10))
+        >>> params = prunable_parameters(net); [p[0].weight.numel() for p in params]
+        [432, 9216, 640]
+        >>> layer_prune_counts(params, 0.8, "uniform"), layer_prune_counts(params, 0.8, "erk")
+        ([346, 7372, 512], [113, 8117, 0])
+    """
+    parameters = _validate_parameters(parameters)
+    if distribution not in ("uniform", "erk"):
+        raise ValueError(f"unknown layer-wise distribution {distribution!r}: use 'uniform' or 'erk'")
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+    shapes = [tuple(getattr(m, n + "_orig", getattr(m, n)).shape) for m, n in parameters]
+    sizes = [math.prod(s) for s in shapes]
+    keep = sum(sizes) - round(sparsity * sum(sizes))
+    if distribution == "uniform":
+        ideal = [keep * n / sum(sizes) for n in sizes]
+    else:
+        raw = [sum(s) / math.prod(s) for s in shapes]
+        dense: set[int] = set()
+        while True:
+            eps = (keep - sum(sizes[i] for i in dense)) / sum(raw[i] * sizes[i] for i in range(len(sizes))
+                                                             if i not in dense)
+            over = {i for i in range(len(sizes)) if i not in dense and eps * raw[i] > 1.0}
+            if not over:
+                break
+            dense |= over
+        ideal = [float(sizes[i]) if i in dense else eps * raw[i] * sizes[i] for i in range(len(sizes))]
+    kept = [min(math.floor(x), n) for x, n in zip(ideal, sizes)]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(ideal[i] - math.floor(ideal[i])), i))
+    for i in (i for i in by_remainder if kept[i] < sizes[i]):
+        if sum(kept) >= keep:
+            break
+        kept[i] += 1
+    if sum(kept) != keep:  # only possible if the tensors cannot hold the kept total
+        raise ValueError(f"the {distribution} distribution cannot keep {keep} of {sum(sizes)} entries")
+    return [n - k for n, k in zip(sizes, kept)]
 
 
 def _ranking_inputs(parameters: list, scores_of, masks: list) -> tuple[torch.Tensor, torch.Tensor]:

@@ -227,6 +227,19 @@ def test_every_method_runs_under_torchrun(mnist_idx_dir, tmp_path):
     assert result["world_size"] == 2 and result["history"][0]["sparsity"] == round(0.5 * 175_048) / 175_048
 
 
+def test_rigl_under_torchrun_keeps_identical_masks_through_its_updates(mnist_idx_dir, tmp_path):
+    # RigL's dense-gradient scores are all-reduced before ranking; every rank's masks are compared after each
+    # update (a mismatch stops the run: test_different_masks_on_two_ranks_stop_both) and before every checkpoint
+    done = torchrun("--dataset", "mnist", "--method", "rigl", "--update-every", "2",
+                    *tiny(mnist_idx_dir, tmp_path, "--epochs", "2"), script="train_baseline.py")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = read_json(tmp_path / "mnist" / "rigl-every2-0.5" / "seed42.json")
+    assert [e["step"] for e in result["prune_events"]] == [0, 2, 4, 6, 8]
+    assert all(len(m["checksums"]) == 2 and len(set(m["checksums"])) == 1 for m in result["mask_checks"])
+    assert result["mask_checks"][0]["checksums"] != result["mask_checks"][1]["checksums"]  # the mask moved
+    assert sum(row["regrown"] for row in result["history"]) > 0
+
+
 def test_a_global_batch_the_processes_cannot_share_is_refused(mnist_idx_dir, tmp_path):
     done = torchrun(*tiny(mnist_idx_dir, tmp_path, "--epochs", "1", "--batch-size", "33"))
     assert done.returncode != 0

@@ -1,0 +1,211 @@
+"""Dynamic sparse training (RigL, SET) and layer-wise sparsity distributions (uniform, ERK): the invariants of
+every mask update, end to end on tiny MNIST-format data (180 training images, batch 32: 6 steps per epoch) and
+on hand-made layers."""
+
+import math
+import types
+
+import pytest
+import torch
+from torch import nn
+
+import experiment
+import methods
+import pruning
+from test_methods import N_PRUNABLE, baseline, load_model, read_json, run
+
+STEPS = 6  # per epoch of the tiny data
+
+
+def layer_counts(params) -> list[int]:
+    return [int(getattr(m, n + "_mask").sum()) for m, n in params]
+
+
+@pytest.fixture
+def updates(monkeypatch):
+    """Around every mask update: the per-layer counts, masks, weights, momentum and gradients before and after."""
+    seen = []
+    real = methods.DynamicSparse.update_masks
+
+    def update_masks(self, run, step, fraction, scores):
+        def snap():
+            return {"counts": layer_counts(run.params),
+                    "masks": [getattr(m, n + "_mask").clone() for m, n in run.params],
+                    "orig": [getattr(m, n + "_orig").detach().clone() for m, n in run.params],
+                    "grad": [getattr(m, n + "_orig").grad.clone() for m, n in run.params],
+                    "momentum": [run.optimizer.state[getattr(m, n + "_orig")]["momentum_buffer"].clone()
+                                 if getattr(m, n + "_orig") in run.optimizer.state else None for m, n in run.params]}
+        before = snap()
+        real(self, run, step, fraction, scores)
+        seen.append({"step": step, "fraction": fraction, "before": before, "after": snap(),
+                     "sparsity": pruning.global_sparsity(run.params)})
+    monkeypatch.setattr(methods.DynamicSparse, "update_masks", update_masks)
+    return seen
+
+
+@pytest.mark.parametrize("method", ["rigl", "set"])
+def test_every_update_keeps_each_layers_count_and_zeroes_what_moved(mnist_idx_dir, tmp_path, updates, method):
+    args = ("--target-sparsity", "0.9", "--update-every", "2", "--epochs", "2")
+    assert run(*baseline(method, mnist_idx_dir, tmp_path, *args)) == 0
+    result = read_json(tmp_path / "mnist" / f"{method}-every2-0.9" / "seed42.json")
+    end = round(0.75 * 2 * STEPS)  # 9
+    assert [u["step"] for u in updates] == [2, 4, 6, 8]  # every 2 steps, not at 0, none from T_end on
+    for u in updates:
+        assert u["fraction"] == pytest.approx(0.3 / 2 * (1 + math.cos(math.pi * u["step"] / end)))
+        assert u["before"]["counts"] == u["after"]["counts"]  # per layer: unchanged by an update
+        assert u["sparsity"] == round(0.9 * N_PRUNABLE) / N_PRUNABLE  # exactly the target, every step
+        moved = 0
+        for mb, ma, orig, grad, mom in zip(u["before"]["masks"], u["after"]["masks"], u["after"]["orig"],
+                                           u["after"]["grad"], u["after"]["momentum"]):
+            grown, dropped = (ma != 0) & (mb == 0), (ma == 0) & (mb != 0)
+            moved += int(grown.sum())
+            for where in (grown, dropped):  # exactly 0: weight, this step's gradient, momentum
+                assert not orig[where].any() and not grad[where].any() and (mom is None or not mom[where].any())
+        assert moved > 0
+    assert [e["step"] for e in result["prune_events"]] == [0, 2, 4, 6, 8]
+    assert all(row["sparsity"] == round(0.9 * N_PRUNABLE) / N_PRUNABLE for row in result["history"])
+    assert sum(row["regrown"] for row in result["history"]) > 0
+    assert all(0.0 < row["init_mask_overlap"] <= 1.0 for row in result["history"])
+
+
+def test_pruned_weights_stay_zero_between_updates(mnist_idx_dir, tmp_path, monkeypatch):
+    bad = []
+
+    def start_step(self, run, step):
+        for m, n in run.params:
+            orig, off = getattr(m, n + "_orig"), getattr(m, n + "_mask") == 0
+            state = run.optimizer.state.get(orig, {}).get("momentum_buffer")
+            if orig[off].any() or (state is not None and state[off].any()):
+                bad.append(step)
+        real_start(self, run, step)
+    real_start = methods.DynamicSparse.start_step
+    monkeypatch.setattr(methods.DynamicSparse, "start_step", start_step)
+    assert run(*baseline("rigl", mnist_idx_dir, tmp_path, "--update-every", "2", "--epochs", "2")) == 0
+    assert bad == []
+
+
+def test_set_and_the_initial_masks_are_deterministic_for_a_seed(mnist_idx_dir, tmp_path, monkeypatch):
+    initial = {}
+    real = methods.DynamicSparse.start_round
+
+    def start_round(self, run, r):
+        real(self, run, r)
+        initial[(self.name, run.config.out)] = methods.current_mask(run.params).clone()
+    monkeypatch.setattr(methods.DynamicSparse, "start_round", start_round)
+    for out in ("a", "b"):
+        assert run(*baseline("set", mnist_idx_dir, tmp_path / out, "--update-every", "2", "--epochs", "1", "--target-sparsity", "0.5")) == 0
+    assert run(*baseline("rigl", mnist_idx_dir, tmp_path / "a", "--update-every", "2", "--epochs", "1", "--target-sparsity", "0.5")) == 0
+    a, b = (load_model(tmp_path / out / "mnist" / "set-every2-0.5" / "seed42.model.pt") for out in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same run twice: the same masks and weights
+    masks = list(initial.values())
+    assert len(masks) == 3 and all(torch.equal(masks[0], m) for m in masks)  # rigl and set start alike
+    counts = [int(m.sum()) for m in masks]
+    assert counts[0] == N_PRUNABLE - round(0.5 * N_PRUNABLE)
+
+
+def test_rigl_drops_the_smallest_weights_and_grows_the_largest_gradients():
+    layer = nn.Linear(4, 2, bias=False)
+    params = pruning.attach_masks([(layer, "weight")])
+    with torch.no_grad():
+        layer.weight_orig.copy_(torch.tensor([[0.5, -0.1, 0.0, 0.9], [0.0, 0.3, -0.7, 0.0]]))
+        layer.weight_mask.copy_(torch.tensor([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]]))
+    layer.weight_orig.grad = torch.ones(2, 4)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+    opt.state[layer.weight_orig]["momentum_buffer"] = torch.ones(2, 4)
+    method = methods.RigL.__new__(methods.RigL)
+    method.regrown = 0
+    fake = types.SimpleNamespace(params=params, optimizer=opt)
+    # 5 active: k = int(0.4 * 5) = 2 drops (|-0.1| and |0.3|), then the 2 largest |gradient| inactive ones grow
+    grads = torch.tensor([0.0, 9.0, 5.0, 0.0, 1.0, 0.0, 0.0, 7.0])
+    method.update_masks(fake, 10, 0.4, [grads])
+    assert layer.weight_mask.tolist() == [[1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]]
+    # position 1 was dropped and regrown at once (allowed, as google-research/rigl): it restarts at 0
+    assert torch.equal(layer.weight_orig, torch.tensor([[0.5, 0.0, 0.0, 0.9], [0.0, 0.0, -0.7, 0.0]]))
+    assert opt.state[layer.weight_orig]["momentum_buffer"].tolist() == [[1, 0, 0, 1], [0, 0, 1, 0]]
+    assert method.regrown == 1  # position 7 is new; position 1 came back
+
+
+def test_resume_in_the_middle_of_a_rigl_run_is_bit_identical(mnist_idx_dir, tmp_path, monkeypatch):
+    args = ("--update-every", "2", "--epochs", "3", "--seed", "4", "--target-sparsity", "0.5")
+    assert run(*baseline("rigl", mnist_idx_dir, tmp_path / "whole", *args)) == 0
+    real_save = experiment.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
+    assert run(*baseline("rigl", mnist_idx_dir, tmp_path / "killed", *args)) == 130
+    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
+    assert run(*baseline("rigl", mnist_idx_dir, tmp_path / "killed", *args)) == 0
+    folder = ("mnist", "rigl-every2-0.5")
+    whole, resumed = (read_json(tmp_path.joinpath(k, *folder, "seed4.json")) for k in ("whole", "killed"))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(whole["history"]) == strip(resumed["history"]) and whole["prune_events"] == resumed["prune_events"]
+    a, b = (load_model(tmp_path.joinpath(k, *folder, "seed4.model.pt")) for k in ("whole", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Distributions
+
+def test_erk_counts_follow_the_formula_cap_dense_layers_and_meet_the_global_count():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 32, 3), nn.Conv2d(32, 64, 1), nn.Flatten(), nn.Linear(64, 10))
+    params = pruning.prunable_parameters(net)
+    shapes = [tuple(m.weight.shape) for m, _ in params]
+    sizes = [math.prod(s) for s in shapes]
+    for sparsity in (0.5, 0.8, 0.9, 0.95):
+        pruned = pruning.layer_prune_counts(params, sparsity, "erk")
+        keep = sum(sizes) - round(sparsity * sum(sizes))
+        assert sum(pruned) == round(sparsity * sum(sizes)) and all(0 <= p <= n for p, n in zip(pruned, sizes))
+        dense = [i for i, p in enumerate(pruned) if p == 0]
+        # the others: density = eps * sum(shape) / prod(shape) with one eps (up to the rounding of one entry)
+        rest = [i for i in range(len(sizes)) if i not in dense]
+        eps = (keep - sum(sizes[i] for i in dense)) / sum(sum(shapes[i]) for i in rest)
+        for i in rest:
+            assert abs((sizes[i] - pruned[i]) - eps * sum(shapes[i])) <= 1.0, (sparsity, i)
+            assert eps * sum(shapes[i]) / sizes[i] <= 1.0
+        for i in dense:  # capped: its formula density would exceed 1
+            assert eps * sum(shapes[i]) / sizes[i] > 1.0
+    assert pruning.layer_prune_counts(params, 0.5, "erk")[3] == 0  # the classifier is capped (kept dense) at 50%
+    uniform = pruning.layer_prune_counts(params, 0.9, "uniform")
+    assert sum(uniform) == round(0.9 * sum(sizes)) and all(abs(p - 0.9 * n) < 1 for p, n in zip(uniform, sizes))
+    with pytest.raises(ValueError, match="unknown layer-wise distribution"):
+        pruning.layer_prune_counts(params, 0.9, "global")
+
+
+@pytest.mark.parametrize("method", ["random", "snip"])
+def test_at_initialisation_methods_take_a_distribution(mnist_idx_dir, tmp_path, method):
+    assert run(*baseline(method, mnist_idx_dir, tmp_path, "--distribution", "erk", "--target-sparsity", "0.9",
+                         "--epochs", "1")) == 0
+    result = read_json(tmp_path / "mnist" / f"{method}-erk-0.9" / "seed42.json")
+    from model import ResNet18
+    params = pruning.prunable_parameters(ResNet18(1, 10, 8))
+    assert [row["total"] - row["nonzero"] for row in result["per_layer"]] == pruning.layer_prune_counts(params, 0.9)
+    assert result["params_prunable"] - result["params_nonzero"] == round(0.9 * N_PRUNABLE)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (("rigl", "--update-every", "0"), "--update-every must be at least 1 step, got 0"),
+    (("rigl", "--update-end", "0"), "--update-end must be in (0, 1], got 0.0"),
+    (("set", "--drop-fraction", "1"), "--drop-fraction must be in (0, 1), got 1.0"),
+    (("set", "--update-every", "14"), "--update-every 14: no mask update falls before --update-end (step 14 of 18)"),
+    (("progressive", "--distribution", "erk"), "--distribution is not an option of progressive (it is one of"),
+    (("rigl", "--distribution", "ring"), "argument --distribution: invalid choice: 'ring'"),
+])
+def test_bad_dynamic_options_are_one_error_line(mnist_idx_dir, tmp_path, capsys, bad, message):
+    method, *flags = bad
+    assert run(*baseline(method, mnist_idx_dir, tmp_path / "out", *flags)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_labels_name_non_default_distributions_and_options():
+    from test_schedules import folder_of
+    assert folder_of(method="random", target_sparsity=0.9) == "random-0.9"
+    assert folder_of(method="random", target_sparsity=0.9, distribution="erk") == "random-erk-0.9"
+    assert folder_of(method="snip", target_sparsity=0.9, distribution="uniform") == "snip-uniform-0.9"
+    assert folder_of(method="rigl", target_sparsity=0.9) == "rigl-0.9"
+    assert folder_of(method="set", target_sparsity=0.9, distribution="uniform", update_every=50,
+                     drop_fraction=0.5) == "set-uniform-every50-drop0.5-0.9"
