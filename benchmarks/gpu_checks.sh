@@ -10,3 +10,4 @@ python3 benchmarks/bench_pruning.py --device cuda
 python3 benchmarks/bench_data.py --device cuda --images 50000
 python3 benchmarks/bench_train.py --device cuda --dataset cifar10 --width 64 --images 8192
 python3 benchmarks/bench_train.py --device cuda --dataset mnist --width 64 --images 8192
+python3 benchmarks/bench_dynamic.py --device cuda --dataset cifar10 --width 64
