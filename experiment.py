@@ -30,6 +30,7 @@ from torch import nn
 import config as cfg
 import data
 import distributed
+import flops
 import methods
 import pruning
 import results
@@ -76,8 +77,22 @@ class Run:
     paths: dict[str, str]
     world: World = World()
     eval_net: nn.Module | None = None  # what evaluation calls: the (compiled) model without the DDP wrapper
+    positions: list[int] = field(default_factory=list)  # per prunable layer: output positions per image
+    macs: tuple[int, int] = (0, 0)  # forward MACs per image: dense, and at the current masks
+    step_images: int = 0  # images in the current training step (global batch)
     state: dict = field(default_factory=lambda: {"round": 0, "epoch": 0, "history": [], "wall_time_s": 0.0,
-                                                  "mask_checks": [], "prune_events": [], "dynamics": {}})
+                                                  "mask_checks": [], "prune_events": [], "dynamics": {},
+                                                  "train_macs": 0})
+
+    def refresh_macs(self) -> None:
+        """Recount the forward MACs per image at the current masks (after every mask change)."""
+        dense, nonzero = flops.total_macs(self.params, self.positions)
+        self.macs = (dense, nonzero if self.method.prunes else dense)
+
+    def add_train_macs(self, macs: int) -> None:
+        """Count training compute beyond the steps' forward and backward passes (scoring batches, dense
+        gradients), in MACs."""
+        self.state["train_macs"] += macs
 
     def steps_per_epoch(self) -> int:
         return -(-self.data.train[1].shape[0] // self.config.batch_size)
@@ -96,6 +111,7 @@ class Run:
         where = f"after the pruning event at step {step} of round {self.state['round']}"
         distributed.check_masks(self.params, self.world, where) if self.world.size > 1 else None
         self.state["prune_events"].append({"round": self.state["round"], "step": step, "sparsity": sparsity})
+        self.refresh_macs()
 
     def snapshot(self) -> dict:
         """Copies of the weights, buffers and masks, the optimizer and the LR schedule: a rewind point."""
@@ -371,6 +387,8 @@ def train_one_epoch(run: Run, epoch: int) -> tuple[float, float]:
     for i, (x, y) in enumerate(progress(batches, run, steps, f"epoch {epoch + 1}")):
         if start_step is not None:
             start_step(run, epoch * steps + i)
+        run.step_images = y.shape[0]
+        run.state["train_macs"] += 3 * run.macs[1] * y.shape[0]  # forward + backward (2x) at this step's masks
         loss, logits, y = forward_backward(run, x, y)
         if after_backward is not None:
             after_backward(run, epoch * steps + i)
@@ -482,6 +500,8 @@ def make_run(config: Config, device: torch.device, paths: dict[str, str], world:
         run.state = {k: ckpt.get(k, default) for k, default in run.state.items()}  # older ones: no rounds
         run.state["history"] = [{"round": 0, **row} for row in run.state["history"]]
         print(f"resuming {paths['checkpoint']} at round {run.state['round']}, epoch {run.state['epoch'] + 1}")
+    run.positions = flops.output_positions(model, params, tuple(d.train[0].shape[1:]))
+    run.refresh_macs()
     run.eval_net = torch.compile(model) if config.compile else model
     run.train_net = run.eval_net
     if world.size > 1:  # buffers (masks, BN statistics) are equal by construction; only per-process BN syncs them
@@ -579,7 +599,8 @@ def final_result(run: Run) -> dict:
     test_loss, test_acc = evaluate(run, run.data.test)
     last_round = [r for r in history if r["round"] == history[-1]["round"] and r["val_accuracy"] is not None]
     best = max(last_round, key=lambda r: r["val_accuracy"]) if last_round else None
-    per_layer = pruning.sparsity_report(run.model, run.params)
+    per_layer = [{**row, **macs} for row, macs in zip(pruning.sparsity_report(run.model, run.params),
+                                                      flops.layer_macs(run.params, run.positions))]
     n_prunable = sum(row["total"] for row in per_layer)
     n_nonzero = sum(row["nonzero"] for row in per_layer)
     return results.check({
@@ -594,6 +615,8 @@ def final_result(run: Run) -> dict:
         "epochs": c.epochs, "rounds": method.rounds(), "epochs_trained": len(history),  # the cost
         "history": history, "config": c.to_dict(), "wall_time_s": run.state["wall_time_s"],
         "prune_events": run.state["prune_events"],  # every mask update: round, step within the round, sparsity
+        "inference_macs": inference_cost(per_layer),  # per image, conv and linear layers
+        "training_cost": training_cost(run),
         "early_mask_overlap": mask_overlaps(run),  # would-be final masks at 10/25/50% of training vs the final
         "device": describe_device(run.device), "precision": c.precision,
         "world_size": run.world.size, "backend": run.world.backend,
@@ -604,6 +627,23 @@ def final_result(run: Run) -> dict:
                      "torchvision": _torchvision_version()},
         "git_commit": git_commit(),
     })
+
+
+def inference_cost(per_layer: list[dict]) -> dict:
+    """Forward MACs per image of the final model: dense, at its masks, and the theoretical speedup."""
+    dense, nonzero = sum(r["macs_dense"] for r in per_layer), sum(r["macs_nonzero"] for r in per_layer)
+    return {"macs_dense": dense, "macs_nonzero": nonzero, "speedup": dense / nonzero if nonzero else None}
+
+
+TRAINING_COST_RULE = ("sum over training steps of (forward + backward = 3 x forward) MACs at that step's masks, "
+                      "per image, conv and linear layers; RigL update steps and SNIP scoring batches dense")
+
+
+def training_cost(run: Run) -> dict:
+    """The run's training compute in MACs and as a multiple of one dense training cycle of the same data."""
+    dense_cycle = 3 * run.macs[0] * run.data.train[1].shape[0] * run.config.epochs
+    return {"macs": run.state["train_macs"], "dense_cycle_macs": dense_cycle,
+            "cycles": run.state["train_macs"] / dense_cycle, "rule": TRAINING_COST_RULE}
 
 
 def save_final(run: Run, result: dict) -> None:

@@ -296,6 +296,8 @@ class Snip(AtInitialisation):
                 score.add_((orig.grad * orig).detach().abs())
         model.zero_grad(set_to_none=True)
         model.load_state_dict(buffers)
+        run.add_train_macs(3 * run.macs[0] * sum(min(c.batch_size, d.train[1].shape[0] - i * c.batch_size)
+                                                for i in range(c.score_batches)))  # dense scoring passes
         for score in scores.values():  # equal on every rank already (each scores the same batches); made certain
             distributed.all_reduce_sum(score, run.world).div_(run.world.size)
         return scores
@@ -399,6 +401,8 @@ class DynamicSparse(Method):
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
+        if self.needs_dense_gradient:  # this step's backward computed the dense gradient: count it as dense
+            run.add_train_macs(3 * (run.macs[0] - run.macs[1]) * run.step_images)
         fraction = self.config.drop_fraction / 2 * (1 + math.cos(math.pi * step / self.end_step(run.steps_per_epoch())))
         self.update_masks(run, step, fraction, self.grow_scores(run, step))
         run.record_event(step, self.config.target_sparsity)
