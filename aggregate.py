@@ -123,7 +123,17 @@ def summarize(group: list[dict], ddof: int, config_keys: list[str]) -> dict:
         "wall_time_s": statistics.fmean(r.get("wall_time_s") or 0.0 for r in group),
         "config": ", ".join(f"{k}={json.loads(config[k])}" for k in config_keys if k in config),
         "recipe": results.recipe_key(first), "runs": group, "overlap": mean_overlaps(group),
+        "inference_x": mean_of(group, lambda r: r["inference_macs"]["macs_nonzero"] / r["inference_macs"]["macs_dense"]),
+        "training_cycles": mean_of(group, lambda r: r["training_cost"]["cycles"]),
     }
+
+
+def mean_of(group: list[dict], value) -> float | None:
+    """The mean of ``value(run)`` over the group; None if any run lacks it (results written before it existed)."""
+    try:
+        return statistics.fmean(value(r) for r in group)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
 
 
 def mean_overlaps(group: list[dict]) -> dict[str, float]:
@@ -152,9 +162,13 @@ def main_table(summaries: list[dict]) -> list[dict]:
         "sparsity": s["sparsity"], "n": s["n"], "seeds": " ".join(map(str, s["seeds"])),
         "acc_mean": s["acc_mean"], "acc_sd": s["acc_sd"], "acc_min": s["acc_min"], "acc_max": s["acc_max"],
         "nonzero": s["nonzero"], "prunable": s["prunable"], "epochs_trained": s["epochs_trained"],
-        "wall_time_s": s["wall_time_s"], "config": s["config"],
-        **{f"overlap_{f}": s["overlap"].get(f) for f in OVERLAP_FRACTIONS},
+        "wall_time_s": s["wall_time_s"], "inference_x": s["inference_x"], "training_cycles": s["training_cycles"],
+        "config": s["config"], **{f"overlap_{f}": s["overlap"].get(f) for f in OVERLAP_FRACTIONS},
     } for s in summaries]
+
+
+def _fmt_x(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}x"
 
 
 OVERLAP_FRACTIONS = ("0.1", "0.25", "0.5")  # experiment.EARLY_MASK_FRACTIONS, as written in the JSON
@@ -182,6 +196,7 @@ def comparison_table(summaries: list[dict]) -> list[dict]:
             continue
         row = {"dataset": s["dataset"], "method": s["label"], "target_sparsity": s["target_sparsity"],
                "config": s["config"], "acc": s["acc_mean"], "n": s["n"], "epochs_trained": s["epochs_trained"],
+               "inference_x": s["inference_x"], "training_cycles": s["training_cycles"],
                "nonzero": s["nonzero"], "prunable": s["prunable"], "param_reduction": 1.0 - s["nonzero"] / s["prunable"]}
         for name, ref in ((results.DENSE, dense), (results.PAPER_METHOD, paper)):
             row[f"{name}_acc"] = ref and ref["acc_mean"]
@@ -236,11 +251,14 @@ def display_rows(name: str, rows: list[dict]) -> list[dict]:
                  "test acc (%)": fmt_acc(r["acc_mean"], r["acc_sd"]),
                  "min–max": f"{r['acc_min']:.2f}–{r['acc_max']:.2f}",
                  "nonzero / prunable": f"{fmt_params(r['nonzero'])} / {fmt_params(r['prunable'])}",
-                 "epochs trained": f"{r['epochs_trained']:g}", "wall time": f"{r['wall_time_s'] / 60:.1f} min",
+                 "epochs trained": f"{r['epochs_trained']:g}", "training MACs (× dense cycle)": _fmt_x(r["training_cycles"]),
+                 "inference MACs (× dense)": _fmt_x(r["inference_x"]), "wall time": f"{r['wall_time_s'] / 60:.1f} min",
                  "final-mask overlap at 10/25/50%": _fmt_overlaps(r), "config": r["config"]} for r in rows]
     if name == "comparison":
         return [{"dataset": r["dataset"], "method": r["method"], "target": f"{100 * r['target_sparsity']:.1f}%",
                  "test acc (n)": f"{r['acc']:.2f} ({r['n']})", "epochs trained": f"{r['epochs_trained']:g}",
+                 "training MACs (× dense cycle)": _fmt_x(r["training_cycles"]),
+                 "inference MACs (× dense)": _fmt_x(r["inference_x"]),
                  f"Δ vs {results.DENSE}, pp (Welch p)": _fmt_delta(r, results.DENSE),
                  f"Δ vs {results.PAPER_METHOD}, pp (Welch p)": _fmt_delta(r, results.PAPER_METHOD),
                  "parameters": f"{fmt_params(r['prunable'])} → {fmt_params(r['nonzero'])} "
@@ -328,11 +346,16 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     os.makedirs(folder, exist_ok=True)
+    costed = all(s["training_cycles"] is not None for s in summaries)
+    cost, cost_label = ((lambda s: s["training_cycles"]), "training compute (MACs, × one dense training cycle)") \
+        if costed else ((lambda s: s["epochs_trained"]), "training cost (epochs trained, all rounds)")
     figures = {
         "accuracy_vs_sparsity.png": plot_accuracy(summaries, lambda s: 100 * s["sparsity"],
                                                   "sparsity of prunable weights (%)", 0.3, "-"),
-        "accuracy_vs_cost.png": plot_accuracy(summaries, lambda s: s["epochs_trained"],
-                                              "training cost (epochs trained, all rounds)", 0.2, ""),
+        "accuracy_vs_cost.png": plot_accuracy(summaries, cost, cost_label, 0.0, "", per_target=True),
+        "accuracy_vs_inference.png": plot_accuracy(
+            [s for s in summaries if s["inference_x"] is not None], lambda s: s["inference_x"],
+            "inference compute (MACs of the final model, × dense)", 0.0, "", per_target=True),
         "training_curves.png": plot_training_curves(summaries),
         "mask_dynamics.png": plot_mask_dynamics(summaries),
     }
@@ -345,16 +368,20 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
     return paths
 
 
-def plot_accuracy(summaries: list[dict], x_of, xlabel: str, dodge: float, lines: str):
-    """Test accuracy (mean ± sd over seeds) of every method variant through its targets, one panel per dataset."""
+def plot_accuracy(summaries: list[dict], x_of, xlabel: str, dodge: float, lines: str, per_target: bool = False):
+    """Test accuracy (mean ± sd over seeds), one panel per dataset: a series per method variant through its
+    targets, or with ``per_target`` one per variant and target. One colour per method family in every plot; a
+    marker per series within a family, so no two series share colour and marker."""
     import matplotlib.pyplot as plt
-    datasets = sorted({s["dataset"] for s in summaries})
+    datasets = sorted({s["dataset"] for s in summaries}) or [""]
+    colours = {m: f"C{i % 10}" for i, m in enumerate(sorted({s["method"] for s in summaries}))}
     fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        series = defaultdict(list)  # one series per method variant, through its targets
+        series = defaultdict(list)
         for s in summaries:
             if s["dataset"] == dataset:
-                series[_label(s)].append(s)
+                series[_series_name(s)[len(dataset) + 1:] if per_target else _label(s)].append(s)
+        in_family = defaultdict(int)
         for i, (label, members) in enumerate(sorted(series.items())):
             members.sort(key=x_of)
             if members[0]["method"] == results.DENSE:  # the reference: a line with its ± sd band
@@ -363,14 +390,24 @@ def plot_accuracy(summaries: list[dict], x_of, xlabel: str, dodge: float, lines:
                 ax.axhspan(m - sd, m + sd, color="black", alpha=0.08)
                 continue
             shift = dodge * (i - (len(series) - 1) / 2)  # side by side where variants share an x
+            family = members[0]["method"]
+            marker = MARKERS[in_family[family] % len(MARKERS)]
+            in_family[family] += 1
             ax.errorbar([x_of(s) + shift for s in members], [s["acc_mean"] for s in members],
-                        yerr=[s["acc_sd"] or 0.0 for s in members], fmt="o" + lines, capsize=3, markersize=5,
-                        label=f"{label} (n={'/'.join(str(s['n']) for s in members)})")
+                        yerr=[s["acc_sd"] or 0.0 for s in members], fmt=marker + lines, capsize=3, markersize=6,
+                        color=colours[family], label=f"{label} (n={'/'.join(str(s['n']) for s in members)})")
         ax.set(title=f"{dataset}: test accuracy, mean ± sd over seeds", ylabel="test accuracy (%)",
-               xlabel=xlabel + "\n(variants at the same x are drawn side by side; dense: dashed line, ± sd band)")
+               xlabel=xlabel + ("\n(variants at the same x drawn side by side; " if dodge else "\n(")
+               + "dense: dashed line, ± sd band)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.text(0.5, 0.5, "no result records this", ha="center", transform=ax.transAxes)
     return fig
+
+
+MARKERS = "osD^vP*Xph<>"  # within one method family (one colour), each series its own marker
 
 
 def plot_training_curves(summaries: list[dict]):
