@@ -347,15 +347,16 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
 
     os.makedirs(folder, exist_ok=True)
     costed = all(s["training_cycles"] is not None for s in summaries)
-    cost, cost_label = ((lambda s: s["training_cycles"]), "training compute (MACs, × one dense training cycle)") \
-        if costed else ((lambda s: s["epochs_trained"]), "training cost (epochs trained, all rounds)")
+    cost, cost_label, cost_dodge = ((lambda s: s["training_cycles"]), "training compute (MACs, × one dense training "
+                                    "cycle)", 0.01) if costed else \
+        ((lambda s: s["epochs_trained"]), "training cost (epochs trained, all rounds)", 0.2)
     figures = {
         "accuracy_vs_sparsity.png": plot_accuracy(summaries, lambda s: 100 * s["sparsity"],
                                                   "sparsity of prunable weights (%)", 0.3, "-"),
-        "accuracy_vs_cost.png": plot_accuracy(summaries, cost, cost_label, 0.0, "", per_target=True),
+        "accuracy_vs_cost.png": plot_accuracy(summaries, cost, cost_label, cost_dodge, "", per_target=True),
         "accuracy_vs_inference.png": plot_accuracy(
             [s for s in summaries if s["inference_x"] is not None], lambda s: s["inference_x"],
-            "inference compute (MACs of the final model, × dense)", 0.0, "", per_target=True),
+            "inference compute (MACs of the final model, × dense)", 0.005, "", per_target=True),
         "training_curves.png": plot_training_curves(summaries),
         "mask_dynamics.png": plot_mask_dynamics(summaries),
     }
