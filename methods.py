@@ -239,17 +239,19 @@ class AtInitialisation(Method):
 
     @classmethod
     def defaults(cls, config: Config) -> dict:
-        return {"distribution": config.distribution or "global"}
+        # one global ranking is stored as None, as in results written before --distribution existed, so that
+        # `--distribution global` and no flag are one experiment
+        return {"distribution": None if config.distribution in (None, "global") else config.distribution}
 
     def label(self) -> str:
-        return self.name + ("" if self.config.distribution == "global" else f"-{self.config.distribution}")
+        return self.name + ("" if self.config.distribution is None else f"-{self.config.distribution}")
 
     def scores(self, run) -> dict:
         raise NotImplementedError
 
     def start_round(self, run, r: int) -> None:
         run.prune(self.config.target_sparsity, 0, importance_scores=self.scores(run),
-                  distribution=self.config.distribution)
+                  distribution=self.config.distribution or "global")
 
 
 class Snip(AtInitialisation):
@@ -274,7 +276,7 @@ class Snip(AtInitialisation):
 
     def label(self) -> str:
         batches = "" if self.config.score_batches == 1 else f"-b{self.config.score_batches}"
-        return self.name + batches + ("" if self.config.distribution == "global" else f"-{self.config.distribution}")
+        return self.name + batches + ("" if self.config.distribution is None else f"-{self.config.distribution}")
 
     def validate(self, sizes: Sizes) -> None:
         super().validate(sizes)

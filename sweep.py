@@ -1,0 +1,248 @@
+"""Run a grid of experiments (methods × targets × seeds × options) with one command; resumable.
+
+Every run is one command of this project (``train_baseline.py``), started in a pool of ``--jobs`` workers, each
+pinned to a device of ``--devices`` (``cpu``, or ``cuda:0,cuda:1,...``: several jobs may share a GPU) with
+threads per job set so that the jobs do not oversubscribe the CPU. Rerunning the same command skips finished
+runs and resumes killed ones from their checkpoints (the harness does that), so a sweep continues where it
+stopped. ``ticket`` runs wait for their donor (``--donor``, same target and seed). A failed run does not stop
+the others; a summary at the end lists what finished, was skipped or failed, with log paths. Ctrl-C stops the
+pool: every running job writes nothing beyond its last checkpoint, and the next sweep resumes it.
+
+examples:
+  python sweep.py --methods progressive,rigl,snip --targets 0.8,0.9,0.95 --seeds 42,123,456 \\
+      --set schedule=linear,cubic -- --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
+  python sweep.py ... --jobs 8 --devices cuda:0,cuda:1,cuda:2,cuda:3 -- --dataset cifar10
+  python sweep.py ... --print-array > runs.txt      # one command per line, for a SLURM array (README)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = "train_baseline.py"
+
+
+class SweepError(Exception):
+    """Bad input: one line, exit code 2, nothing started."""
+
+
+@dataclass
+class Job:
+    argv: list[str]  # the script's arguments
+    name: str  # method label, target and seed, for progress lines and the log's name
+    waits_for: str | None = None  # a donor's result file that must exist first
+    outcome: str = "pending"
+    log: str = ""
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def split_list(text: str, flag: str, kind=str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SweepError(f"{flag} {text!r}: not a comma-separated list of {kind.__name__} values") from None
+    if not values:
+        raise SweepError(f"{flag} is empty: the grid has no run")
+    return values
+
+
+def parse_sets(items: list[str]) -> dict[str, list[str]]:
+    """``--set key=v1,v2`` (repeatable) -> {key: [v1, v2]}; keys are config fields (dashes or underscores)."""
+    import config
+    sets = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in config.FIELDS:
+            raise SweepError(f"--set {item!r}: expected FIELD=V1,V2 with a field of config.Config")
+        sets[key] = split_list(values, f"--set {key}")
+    return sets
+
+
+def build_jobs(args, passthrough: list[str]) -> list[Job]:
+    """The grid, donors before the tickets that need them; each command checked by the script's own parser."""
+    import experiment
+    import methods
+    script = experiment.Script(SCRIPT, ("cifar10", "cifar100", "mnist", "fashion-mnist"), tuple(methods.METHODS),
+                               "", dataset_required=True)
+    names = split_list(args.methods, "--methods")
+    unknown = [m for m in names if m not in methods.METHODS]
+    if unknown:
+        raise SweepError(f"--methods: unknown method {unknown[0]!r} (methods: {', '.join(methods.METHODS)})")
+    targets = split_list(args.targets, "--targets", float)
+    bad = [t for t in targets if not 0.0 <= t < 1.0]
+    if bad:
+        raise SweepError(f"--targets: {bad[0]} is not a sparsity in [0, 1)")
+    seeds = split_list(args.seeds, "--seeds", int)
+    sets = parse_sets(args.set)
+    jobs = []
+    for name in sorted(names, key=lambda n: n == "ticket"):  # tickets last: they wait for donors
+        method = methods.METHODS[name]
+        own = {k: v for k, v in sets.items() if k in method.options and k not in method.derived}
+        combos = [dict(zip(own, values)) for values in itertools.product(*own.values())]
+        for target in (targets if method.prunes else [None]):  # dense: once per seed
+            for seed in seeds:
+                for combo in combos:
+                    jobs.append(make_job(script, name, target, seed, combo, passthrough, args.donor))
+    return jobs
+
+
+def make_job(script, name: str, target, seed: int, combo: dict, passthrough: list[str], donor: str) -> Job:
+    """One run's command; a ticket's names its donor's result (same target and seed), which it waits for."""
+    import methods
+    argv = ["--method", name, "--seed", str(seed)]
+    if target is not None and name != "ticket":  # a ticket's target is its donor's
+        argv += ["--target-sparsity", f"{target:g}"]
+    for key, value in combo.items():
+        argv += [f"--{key.replace('_', '-')}", value]
+    waits_for = None
+    cfg = parse(script, argv + passthrough)
+    if name == "ticket":
+        waits_for = os.path.join(cfg.out, cfg.dataset, f"{donor}-{target:g}", f"seed{seed}.json")
+        argv += ["--mask-from", waits_for]
+        label = f"ticket-{cfg.reinit or 'donor'}-{donor}-{target:g}"
+    else:
+        label = methods.create(methods.resolve(cfg)).folder()
+    return Job(argv + passthrough, f"{label} seed {seed}", waits_for)
+
+
+def parse(script, argv: list[str]):
+    """The run's config as the script would parse it (before ticket donors exist): bad flags raise SweepError."""
+    import config
+    import methods
+    options = {name: methods.METHODS[name].options for name in script.methods}
+    try:
+        cfg = config.parse_config(argv, script.name, "", script.datasets, options, None)
+        config.validate(cfg)
+        if cfg.method != "ticket":
+            methods.check_options(cfg)
+    except config.ConfigError as e:
+        raise SweepError(f"{' '.join(argv)}: {e}") from None
+    return cfg
+
+
+def device_env(device: str, threads: int) -> tuple[dict, list[str]]:
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if device == "cpu":
+        return env, ["--device", "cpu"]
+    return {**env, "CUDA_VISIBLE_DEVICES": device.split(":", 1)[1]}, ["--device", "cuda"]
+
+
+def check_devices(devices: list[str]) -> None:
+    for d in devices:
+        if d == "cpu":
+            continue
+        if not (d.startswith("cuda:") and d[5:].isdigit()):
+            raise SweepError(f"--devices: {d!r} is not cpu or cuda:N")
+        import torch
+        if int(d[5:]) >= torch.cuda.device_count():
+            raise SweepError(f"--devices: {d} does not exist here ({torch.cuda.device_count()} CUDA devices)")
+
+
+def run_pool(jobs: list[Job], devices: list[str], n_jobs: int, log_dir: str) -> None:
+    """Run every job, n_jobs at a time; job slot k uses devices[k % len(devices)]."""
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    free_slots = list(range(n_jobs))
+    lock, stop, done = threading.Lock(), threading.Event(), [0]
+
+    def work(job: Job) -> None:
+        while job.waits_for and not os.path.exists(job.waits_for) and not stop.is_set():
+            if all(j.outcome not in ("pending", "running") for j in jobs if j is not job and j.waits_for is None):
+                job.outcome = "failed"
+                job.extra["why"] = f"its donor {job.waits_for} was not produced"
+                return
+            time.sleep(1.0)
+        if stop.is_set():
+            return
+        with lock:
+            slot = free_slots.pop(0)
+        env, device_args = device_env(devices[slot % len(devices)], threads)
+        job.log = os.path.join(log_dir, job.name.replace(" ", "_") + ".log")
+        job.outcome, start = "running", time.time()
+        with open(job.log, "a") as log:
+            proc = subprocess.run([sys.executable, SCRIPT, *job.argv, *device_args], cwd=HERE, stdout=log,
+                                  stderr=subprocess.STDOUT, env={**os.environ, **env})
+        job.seconds = time.time() - start
+        with open(job.log) as log:
+            skipped = "is finished (test accuracy" in log.read()[-2000:]
+        job.outcome = "interrupted" if proc.returncode == 130 else "skipped" if skipped and proc.returncode == 0 \
+            else "finished" if proc.returncode == 0 else "failed"
+        with lock:
+            free_slots.append(slot)
+            done[0] += 1
+            print(f"[{time.strftime('%H:%M:%S')}] {done[0]}/{len(jobs)} {job.outcome:<11} {job.seconds:6.0f}s  "
+                  f"{job.name}" + ("" if job.outcome in ("finished", "skipped") else f"  (log: {job.log})"),
+                  flush=True)
+
+    with ThreadPoolExecutor(n_jobs) as pool:
+        futures = [pool.submit(work, job) for job in jobs]
+        try:
+            for f in futures:
+                f.result()
+        except KeyboardInterrupt:
+            stop.set()  # the jobs got the same SIGINT: each stops at its last checkpoint
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def summary(jobs: list[Job]) -> str:
+    counts = {k: sum(j.outcome == k for j in jobs) for k in ("finished", "skipped", "failed", "interrupted", "pending")}
+    lines = [", ".join(f"{n} {k}" for k, n in counts.items() if n)]
+    lines += [f"  failed: {j.name}: {j.extra.get('why') or j.log}" for j in jobs if j.outcome == "failed"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    own, passthrough = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    p = argparse.ArgumentParser(prog="sweep.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", required=True, help="comma-separated methods (train_baseline.py --method)")
+    p.add_argument("--targets", default="0.9", help="comma-separated target sparsities (dense runs once per seed)")
+    p.add_argument("--seeds", default="42", help="comma-separated seeds")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="a method option over several values (only for methods that have it); repeatable")
+    p.add_argument("--donor", default="progressive", help="ticket: the donor's folder label, same target and seed")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--devices", default="cpu", help="cpu, or cuda:0,cuda:1,... (jobs are spread over them)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
+    p.add_argument("--print-array", action="store_true", help="print one command per line (SLURM array) and stop")
+    args = p.parse_args(own)
+    try:
+        if args.jobs < 1:
+            raise SweepError(f"--jobs must be at least 1, got {args.jobs}")
+        devices = split_list(args.devices, "--devices")
+        check_devices(devices)
+        jobs = build_jobs(args, passthrough)
+    except SweepError as e:
+        print(f"sweep.py: error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run or args.print_array:
+        print("\n".join(shlex.join(["python", SCRIPT, *job.argv]) for job in jobs))
+        return 0
+    out = next((passthrough[i + 1] for i, a in enumerate(passthrough[:-1]) if a == "--out"), "results")
+    log_dir = os.path.join(out, "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    print(f"sweep: {len(jobs)} runs, {args.jobs} at a time on {', '.join(devices)}; logs in {log_dir}", flush=True)
+    try:
+        run_pool(jobs, devices, args.jobs, log_dir)
+    except KeyboardInterrupt:
+        print(f"sweep: interrupted; rerun the same command to resume.\n{summary(jobs)}", file=sys.stderr)
+        return 130
+    print(f"sweep: {summary(jobs)}")
+    return 1 if any(j.outcome == "failed" for j in jobs) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""sweep.py: the grid's commands, bad input, and a sweep that is interrupted and rerun to completion."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny(out) -> list[str]:
+    return ["--dataset", "mnist", "--dummy", "--width", "4", "--epochs", "2", "--train-subset", "200",
+            "--out", str(out)]
+
+
+def test_print_array_lines_are_the_dry_run_commands(tmp_path, capsys):
+    grid = ["--methods", "progressive,dense,ticket", "--targets", "0.5,0.8", "--seeds", "1,2",
+            "--set", "schedule=linear,cubic", "--set", "reinit=donor,random"]
+    assert sweep.main([*grid, "--dry-run", "--", *tiny(tmp_path)]) == 0
+    dry = capsys.readouterr().out.splitlines()
+    assert sweep.main([*grid, "--print-array", "--", *tiny(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == dry
+    assert len(dry) == 2 * 2 * 2 + 2 + 2 * 2 * 2  # progressive x schedules, dense once per seed, tickets x reinit
+    assert all("--schedule" not in line for line in dry if "--method progressive" not in line)  # only where it applies
+    assert dry[-1].endswith(f"--method ticket --seed 2 --reinit random --mask-from "
+                            f"{tmp_path}/mnist/progressive-0.8/seed2.json {' '.join(tiny(tmp_path))}")
+    assert not tmp_path.joinpath("logs").exists()  # nothing started
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "prog"], "--methods: unknown method 'prog'"),
+    (["--methods", "snip", "--targets", "1.0"], "--targets: 1.0 is not a sparsity in [0, 1)"),
+    (["--methods", "snip", "--seeds", ","], "--seeds is empty: the grid has no run"),
+    (["--methods", "snip", "--set", "nothing=1"], "--set 'nothing=1': expected FIELD=V1,V2"),
+    (["--methods", "snip", "--devices", "cuda:99"], "--devices: cuda:99 does not exist here"),
+    (["--methods", "snip", "--devices", "gpu"], "--devices: 'gpu' is not cpu or cuda:N"),
+])
+def test_bad_input_is_one_line_and_starts_nothing(tmp_path, capsys, argv, message):
+    assert sweep.main([*argv, "--", *tiny(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_an_unknown_flag_for_the_runs_is_refused_before_anything_starts(tmp_path, capsys):
+    assert sweep.main(["--methods", "snip", "--", *tiny(tmp_path), "--lr", "-1"]) == 2
+    assert "--lr must be positive, got -1.0" in capsys.readouterr().err
+
+
+def results_of(out: Path) -> dict[str, float]:
+    return {str(p.relative_to(out)): p.stat().st_mtime for p in out.rglob("seed*.json")}
+
+
+def test_an_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path):
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "sweep.py", "--methods", "progressive,snip", "--targets", "0.8", "--seeds", "1,2",
+           "--jobs", "2", "--", *tiny(out)]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not results_of(out) and first.poll() is None:
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: the sweep and its runs
+    _, err = first.communicate(timeout=240)
+    before = results_of(out)
+    assert first.returncode == 130 and "rerun the same command to resume" in err and 1 <= len(before) < 4, err
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = results_of(out)
+    assert len(after) == 4 and all(after[k] == t for k, t in before.items())  # finished ones were not rerun
+    assert f"{4 - len(before)} finished, {len(before)} skipped" in again.stdout
+    for path in after:
+        assert json.loads((out / path).read_text())["epochs_trained"] == 2
