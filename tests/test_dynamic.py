@@ -209,3 +209,15 @@ def test_labels_name_non_default_distributions_and_options():
     assert folder_of(method="rigl", target_sparsity=0.9) == "rigl-0.9"
     assert folder_of(method="set", target_sparsity=0.9, distribution="uniform", update_every=50,
                      drop_fraction=0.5) == "set-uniform-every50-drop0.5-0.9"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["rigl", "set"])
+def test_dynamic_sparse_training_on_cuda(mnist_idx_dir, tmp_path, updates, method):
+    args = ("--target-sparsity", "0.9", "--update-every", "2", "--epochs", "2", "--device", "cuda")
+    assert run(*baseline(method, mnist_idx_dir, tmp_path, *args)) == 0  # bf16 autocast, channels_last
+    result = read_json(tmp_path / "mnist" / f"{method}-every2-0.9" / "seed42.json")
+    assert [u["step"] for u in updates] == [2, 4, 6, 8]
+    assert all(u["before"]["counts"] == u["after"]["counts"] for u in updates)
+    assert result["final_sparsity"] == round(0.9 * N_PRUNABLE) / N_PRUNABLE
+    assert result["training_cost"]["cycles"] < 0.5 and result["precision"] == "bf16"
