@@ -18,6 +18,11 @@ This file depends on torch and the standard library only: copy it into your proj
     print(pruning.format_sparsity_table(pruning.sparsity_report(model, params)))
     pruning.make_pruning_permanent(params)               # plain weights, loads into an unpruned model
 
+Per training step instead (GMP-style, with a recovery window): ``events = pruning_events("cubic", 0.8,
+start=0, end=int(0.75 * total_steps), every=100)`` and, before step ``t``'s forward pass, ``if t in events:
+global_magnitude_prune(params, events[t], optimizer=optimizer)``. ``distribution="uniform" | "erk"`` spreads
+a target over the layers instead of one global ranking (:func:`layer_prune_counts`).
+
 The model carries torch's usual reparametrisation (``weight_orig``, ``weight_mask`` buffer, forward
 pre-hook), applied once; later calls update the mask buffers in place, so hooks never stack, memory
 does not grow with the number of updates, and a ``torch.compile``-d model stays valid.

@@ -21,6 +21,7 @@ import argparse
 import itertools
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = os.path.join(out, "logs")
     os.makedirs(log_dir, exist_ok=True)
     print(f"sweep: {len(jobs)} runs, {args.jobs} at a time on {', '.join(devices)}; logs in {log_dir}", flush=True)
+    # Ctrl-C stops the sweep even where SIGINT came in ignored (a job started with & from a script): with a
+    # handler here, the runs it starts get the default again and stop at their checkpoints too
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run_pool(jobs, devices, args.jobs, log_dir)
     except KeyboardInterrupt:
