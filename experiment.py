@@ -109,7 +109,8 @@ class Run:
         """Note a mask change (round, step within the round, target sparsity) for the result; under torchrun,
         check right away that every rank has the same masks."""
         where = f"after the pruning event at step {step} of round {self.state['round']}"
-        distributed.check_masks(self.params, self.world, where) if self.world.size > 1 else None
+        if self.world.size > 1:
+            distributed.check_masks(self.params, self.world, where)
         self.state["prune_events"].append({"round": self.state["round"], "step": step, "sparsity": sparsity})
         self.refresh_macs()
 

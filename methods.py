@@ -341,6 +341,7 @@ class DynamicSparse(Method):
 
     options = ("target_sparsity", "distribution", "update_every", "update_end", "drop_fraction")
     DEFAULTS = {"distribution": "erk", "update_every": 100, "update_end": 0.75, "drop_fraction": 0.3}
+    needs_dense_gradient = False  # RigL: keep d loss / d (mask * weight) on update steps
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -389,8 +390,6 @@ class DynamicSparse(Method):
                                                                                   run.device),
                   distribution=self.config.distribution)
         self.initial = pruning.pack_mask(current_mask(run.params))
-
-    needs_dense_gradient = False
 
     def start_step(self, run, step: int) -> None:
         if self.needs_dense_gradient and self.is_update(run, step):  # keep d loss / d (mask * weight) this step
