@@ -230,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep.py: error: {e}", file=sys.stderr)
         return 2
     if args.dry_run or args.print_array:
-        print("\n".join(shlex.join(["python", SCRIPT, *job.argv]) for job in jobs))
+        try:
+            print("\n".join(shlex.join(["python", SCRIPT, *job.argv]) for job in jobs), flush=True)
+        except BrokenPipeError:  # `| head`: the reader left; no traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     out = next((passthrough[i + 1] for i, a in enumerate(passthrough[:-1]) if a == "--out"), "results")
     log_dir = os.path.join(out, "logs")
