@@ -9,10 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-import experiment
 import methods
 import pruning
-from test_methods import N_PRUNABLE, baseline, load_model, read_json, run
+from test_methods import N_PRUNABLE, baseline, load_model, read_json, run, strip_times, whole_and_resumed
 
 STEPS = 6  # per epoch of the tiny data
 
@@ -127,22 +126,11 @@ def test_rigl_drops_the_smallest_weights_and_grows_the_largest_gradients():
 
 def test_resume_in_the_middle_of_a_rigl_run_is_bit_identical(mnist_idx_dir, tmp_path, monkeypatch):
     args = ("--update-every", "2", "--epochs", "3", "--seed", "4", "--target-sparsity", "0.5")
-    assert run(*baseline("rigl", mnist_idx_dir, tmp_path / "whole", *args)) == 0
-    real_save = experiment.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        if state["epoch"] == 1:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
-    assert run(*baseline("rigl", mnist_idx_dir, tmp_path / "killed", *args)) == 130
-    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
-    assert run(*baseline("rigl", mnist_idx_dir, tmp_path / "killed", *args)) == 0
-    folder = ("mnist", "rigl-every2-0.5")
-    whole, resumed = (read_json(tmp_path.joinpath(k, *folder, "seed4.json")) for k in ("whole", "killed"))
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(whole["history"]) == strip(resumed["history"]) and whole["prune_events"] == resumed["prune_events"]
-    a, b = (load_model(tmp_path.joinpath(k, *folder, "seed4.model.pt")) for k in ("whole", "killed"))
+    whole, resumed, a, b = whole_and_resumed(
+        monkeypatch, tmp_path, lambda out: baseline("rigl", mnist_idx_dir, out, *args), ("mnist", "rigl-every2-0.5"), 4,
+        lambda state: state["epoch"] == 1)
+    assert strip_times(whole["history"]) == strip_times(resumed["history"])
+    assert whole["prune_events"] == resumed["prune_events"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

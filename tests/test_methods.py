@@ -144,26 +144,35 @@ def test_imp_default_rounds_prune_20_percent_per_round():
         assert 0.8 ** rounds <= 1 - target < 0.8 ** (rounds - 1)
 
 
-def test_resume_inside_an_imp_round_is_bit_identical(mnist_idx_dir, tmp_path, monkeypatch):
-    args = ("--epochs", "2", "--rounds", "2", "--target-sparsity", "0.6", "--seed", "3")
-    assert run(*baseline("imp", mnist_idx_dir, tmp_path / "whole", *args)) == 0
+def whole_and_resumed(monkeypatch, tmp_path, argv, folder: tuple, seed: int, kill_when) -> tuple:
+    """Run ``argv(out)`` uninterrupted (out = tmp_path/whole), then again killed right after the checkpoint whose
+    state satisfies ``kill_when`` and rerun to the end (tmp_path/killed); (whole, resumed) results and models."""
+    assert run(*argv(tmp_path / "whole")) == 0
     real_save = experiment.save_checkpoint
 
     def save_then_die(path, state):
         real_save(path, state)
-        if (state["round"], state["epoch"]) == (1, 1):  # killed in the middle of round 1
+        if kill_when(state):
             raise KeyboardInterrupt
     monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
-    assert run(*baseline("imp", mnist_idx_dir, tmp_path / "killed", *args)) == 130
+    assert run(*argv(tmp_path / "killed")) == 130
     monkeypatch.setattr(experiment, "save_checkpoint", real_save)
-    assert run(*baseline("imp", mnist_idx_dir, tmp_path / "killed", *args)) == 0
-    folder = ("mnist", "imp-r2-0.6")
-    whole = read_json(tmp_path.joinpath("whole", *folder, "seed3.json"))
-    resumed = read_json(tmp_path.joinpath("killed", *folder, "seed3.json"))
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(whole["history"]) == strip(resumed["history"]) and whole["test_loss"] == resumed["test_loss"]
-    a = load_model(tmp_path.joinpath("whole", *folder, "seed3.model.pt"))
-    b = load_model(tmp_path.joinpath("killed", *folder, "seed3.model.pt"))
+    assert run(*argv(tmp_path / "killed")) == 0
+    results = [read_json(tmp_path.joinpath(k, *folder, f"seed{seed}.json")) for k in ("whole", "killed")]
+    models = [load_model(tmp_path.joinpath(k, *folder, f"seed{seed}.model.pt")) for k in ("whole", "killed")]
+    return (*results, *models)
+
+
+def strip_times(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_resume_inside_an_imp_round_is_bit_identical(mnist_idx_dir, tmp_path, monkeypatch):
+    args = ("--epochs", "2", "--rounds", "2", "--target-sparsity", "0.6", "--seed", "3")
+    whole, resumed, a, b = whole_and_resumed(  # killed in the middle of round 1
+        monkeypatch, tmp_path, lambda out: baseline("imp", mnist_idx_dir, out, *args), ("mnist", "imp-r2-0.6"), 3,
+        lambda state: (state["round"], state["epoch"]) == (1, 1))
+    assert strip_times(whole["history"]) == strip_times(resumed["history"]) and whole["test_loss"] == resumed["test_loss"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

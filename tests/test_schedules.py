@@ -11,7 +11,7 @@ import config
 import experiment
 import methods
 import pruning
-from test_methods import N_PRUNABLE, baseline, load_model, masked, read_json, run
+from test_methods import N_PRUNABLE, baseline, masked, read_json, run, strip_times, whole_and_resumed
 
 STEPS = 6  # per epoch of the tiny data
 
@@ -74,24 +74,12 @@ def test_oneshot_at_a_step(mnist_idx_dir, tmp_path, sparsity_per_step):
 
 def test_resume_in_the_middle_of_a_step_ramp_is_bit_identical(mnist_idx_dir, tmp_path, monkeypatch):
     args = ("--target-sparsity", "0.8", "--prune-every", "3", "--prune-end", "0.8", "--seed", "5")
-    assert run(*baseline("progressive", mnist_idx_dir, tmp_path / "whole", *args)) == 0
-    real_save = experiment.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        if state["epoch"] == 1:
-            raise KeyboardInterrupt  # after epoch 1: half-way up the ramp (events at steps 0..14)
-    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
-    assert run(*baseline("progressive", mnist_idx_dir, tmp_path / "killed", *args)) == 130
-    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
-    assert run(*baseline("progressive", mnist_idx_dir, tmp_path / "killed", *args)) == 0
-    folder = ("mnist", "progressive-every3-end0.8-0.8")
-    whole, resumed = (read_json(tmp_path.joinpath(k, *folder, "seed5.json")) for k in ("whole", "killed"))
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(whole["history"]) == strip(resumed["history"]) and whole["test_loss"] == resumed["test_loss"]
+    whole, resumed, a, b = whole_and_resumed(  # killed after epoch 1: half-way up the ramp (events at steps 0..14)
+        monkeypatch, tmp_path, lambda out: baseline("progressive", mnist_idx_dir, out, *args),
+        ("mnist", "progressive-every3-end0.8-0.8"), 5, lambda state: state["epoch"] == 1)
+    assert strip_times(whole["history"]) == strip_times(resumed["history"]) and whole["test_loss"] == resumed["test_loss"]
     assert whole["prune_events"] == resumed["prune_events"] and len(whole["prune_events"]) == 6
     assert whole["early_mask_overlap"] == resumed["early_mask_overlap"]
-    a, b = (load_model(tmp_path.joinpath(k, *folder, "seed5.model.pt")) for k in ("whole", "killed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
