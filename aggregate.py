@@ -153,6 +153,28 @@ def welch_p_value(a: list[float], b: list[float]) -> float | None:
     return None if math.isnan(p) else p
 
 
+def holm_adjust(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (family-wise error control over the given tests); None stays None.
+
+    Args:
+        p_values: one p-value per test (None: no test), in any order.
+    Returns:
+        The adjusted p-values in the same order: the k-th smallest of m is multiplied by m - k + 1, made
+        non-decreasing in that order, capped at 1. A test survives at level a when its adjusted p < a.
+
+    Example:
+        >>> holm_adjust([0.01, 0.04, None, 0.03])
+        [0.03, 0.06, None, 0.06]
+    """
+    order = sorted((i for i, p in enumerate(p_values) if p is not None), key=lambda i: p_values[i])
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p_values[i]))
+        adjusted[i] = round(running, 12)  # no float noise in the printed value
+    return adjusted
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Tables: lists of rows (dicts of raw values), formatted per output format
 
@@ -204,6 +226,9 @@ def comparison_table(summaries: list[dict]) -> list[dict]:
             row[f"delta_{name}_pp"] = ref and s["acc_mean"] - ref["acc_mean"]
             row[f"{name}_welch_p"] = ref and welch_p_value(s["acc"], ref["acc"])
         rows.append(row)
+    for name in (results.DENSE, results.PAPER_METHOD):  # one family per reference: every target and method
+        for row, p in zip(rows, holm_adjust([row[f"{name}_welch_p"] for row in rows])):
+            row[f"{name}_holm_p"] = p
     return rows
 
 
@@ -239,8 +264,9 @@ def fmt_params(n: float) -> str:
 def _fmt_delta(row: dict, name: str) -> str:
     if row[f"delta_{name}_pp"] is None:
         return "–"
-    p = row[f"{name}_welch_p"]
-    return f"{row[f'delta_{name}_pp']:+.2f} (p {'–' if p is None else f'{p:.2g}'})"
+    p, holm = row[f"{name}_welch_p"], row[f"{name}_holm_p"]
+    return (f"{row[f'delta_{name}_pp']:+.2f} (p {'–' if p is None else f'{p:.2g}'}"
+            f"{'' if holm is None else f', Holm {holm:.2g}'})")
 
 
 def display_rows(name: str, rows: list[dict]) -> list[dict]:
@@ -259,8 +285,8 @@ def display_rows(name: str, rows: list[dict]) -> list[dict]:
                  "test acc (n)": f"{r['acc']:.2f} ({r['n']})", "epochs trained": f"{r['epochs_trained']:g}",
                  "training MACs (× dense cycle)": _fmt_x(r["training_cycles"]),
                  "inference MACs (× dense)": _fmt_x(r["inference_x"]),
-                 f"Δ vs {results.DENSE}, pp (Welch p)": _fmt_delta(r, results.DENSE),
-                 f"Δ vs {results.PAPER_METHOD}, pp (Welch p)": _fmt_delta(r, results.PAPER_METHOD),
+                 f"Δ vs {results.DENSE}, pp (Welch p, Holm)": _fmt_delta(r, results.DENSE),
+                 f"Δ vs {results.PAPER_METHOD}, pp (Welch p, Holm)": _fmt_delta(r, results.PAPER_METHOD),
                  "parameters": f"{fmt_params(r['prunable'])} → {fmt_params(r['nonzero'])} "
                                f"(-{100 * r['param_reduction']:.1f}%)", "config": r["config"]}
                 for r in rows]
@@ -339,26 +365,27 @@ def _drop_empty_config(rows: list[dict]) -> list[dict]:
 # Plots
 
 def plot_figures(summaries: list[dict], folder: str) -> list[str]:
-    """accuracy_vs_sparsity.png, accuracy_vs_cost.png, training_curves.png and mask_dynamics.png in ``folder``;
-    returns the paths."""
+    """accuracy_vs_sparsity.png, accuracy_vs_cost.png, accuracy_vs_inference.png, training_curves.png and
+    mask_dynamics.png in ``folder``; returns the paths."""
     import matplotlib
     matplotlib.use("Agg")  # headless; set here, not at import, so importing this module changes nothing
     import matplotlib.pyplot as plt
 
     os.makedirs(folder, exist_ok=True)
+    styles = series_styles(summaries)
     costed = all(s["training_cycles"] is not None for s in summaries)
     cost, cost_label, cost_dodge = ((lambda s: s["training_cycles"]), "training compute (MACs, × one dense training "
-                                    "cycle)", 0.01) if costed else \
+                                    "cycle)", 0.0) if costed else \
         ((lambda s: s["epochs_trained"]), "training cost (epochs trained, all rounds)", 0.2)
     figures = {
-        "accuracy_vs_sparsity.png": plot_accuracy(summaries, lambda s: 100 * s["sparsity"],
-                                                  "sparsity of prunable weights (%)", 0.3, "-"),
-        "accuracy_vs_cost.png": plot_accuracy(summaries, cost, cost_label, cost_dodge, "", per_target=True),
+        "accuracy_vs_sparsity.png": plot_accuracy(summaries, styles, lambda s: 100 * s["sparsity"],
+                                                  "sparsity of prunable weights (%)", 0.2),
+        "accuracy_vs_cost.png": plot_accuracy(summaries, styles, cost, cost_label, cost_dodge),
         "accuracy_vs_inference.png": plot_accuracy(
-            [s for s in summaries if s["inference_x"] is not None], lambda s: s["inference_x"],
-            "inference compute (MACs of the final model, × dense)", 0.005, "", per_target=True),
-        "training_curves.png": plot_training_curves(summaries),
-        "mask_dynamics.png": plot_mask_dynamics(summaries),
+            [s for s in summaries if s["inference_x"] is not None], styles, lambda s: s["inference_x"],
+            "inference compute (MACs of the final model, × dense)", 0.0),
+        "training_curves.png": plot_training_curves(summaries, styles),
+        "mask_dynamics.png": plot_mask_dynamics(summaries, styles),
     }
     paths = []
     for name, fig in figures.items():
@@ -369,75 +396,96 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
     return paths
 
 
-def plot_accuracy(summaries: list[dict], x_of, xlabel: str, dodge: float, lines: str, per_target: bool = False):
-    """Test accuracy (mean ± sd over seeds), one panel per dataset: a series per method variant through its
-    targets, or with ``per_target`` one per variant and target. One colour per method family in every plot; a
-    marker per series within a family, so no two series share colour and marker."""
+MARKERS = "osD^vP*Xph<>"  # within one method family (one colour), each variant its own marker
+
+
+def series_styles(summaries: list[dict]) -> dict[str, tuple[str, str]]:
+    """(colour, marker) per variant, the same in every plot: one colour per method family, a marker per variant
+    within the family, so no two variants share both; dense is drawn in black."""
+    colours = {m: f"C{i % 10}" for i, m in enumerate(sorted({s["method"] for s in summaries} - {results.DENSE}))}
+    styles, in_family = {}, defaultdict(int)
+    for label, method in sorted({(_label(s), s["method"]) for s in summaries}):
+        styles[label] = ("black", "") if method == results.DENSE else \
+            (colours[method], MARKERS[in_family[method] % len(MARKERS)])
+        in_family[method] += 1
+    return styles
+
+
+def plot_accuracy(summaries: list[dict], styles: dict, x_of, xlabel: str, dodge: float):
+    """Test accuracy (mean ± sd over seeds), one panel per dataset, one series per method variant through its
+    targets; dense as a dashed line with its ± sd band."""
     import matplotlib.pyplot as plt
     datasets = sorted({s["dataset"] for s in summaries}) or [""]
-    colours = {m: f"C{i % 10}" for i, m in enumerate(sorted({s["method"] for s in summaries}))}
-    fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(10 * len(datasets), 5.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         series = defaultdict(list)
         for s in summaries:
             if s["dataset"] == dataset:
-                series[_series_name(s)[len(dataset) + 1:] if per_target else _label(s)].append(s)
-        in_family = defaultdict(int)
+                series[_label(s)].append(s)
         for i, (label, members) in enumerate(sorted(series.items())):
             members.sort(key=x_of)
-            if members[0]["method"] == results.DENSE:  # the reference: a line with its ± sd band
+            if members[0]["method"] == results.DENSE:
                 m, sd = members[0]["acc_mean"], members[0]["acc_sd"] or 0.0
                 ax.axhline(m, color="black", linestyle="--", linewidth=1, label=f"{label} (n={members[0]['n']})")
                 ax.axhspan(m - sd, m + sd, color="black", alpha=0.08)
                 continue
             shift = dodge * (i - (len(series) - 1) / 2)  # side by side where variants share an x
-            family = members[0]["method"]
-            marker = MARKERS[in_family[family] % len(MARKERS)]
-            in_family[family] += 1
+            colour, marker = styles[label]
             ax.errorbar([x_of(s) + shift for s in members], [s["acc_mean"] for s in members],
-                        yerr=[s["acc_sd"] or 0.0 for s in members], fmt=marker + lines, capsize=3, markersize=6,
-                        color=colours[family], label=f"{label} (n={'/'.join(str(s['n']) for s in members)})")
+                        yerr=[s["acc_sd"] or 0.0 for s in members], fmt=marker + "-", linewidth=0.8, capsize=3,
+                        markersize=6, color=colour, label=f"{label} (n={'/'.join(str(s['n']) for s in members)})")
         ax.set(title=f"{dataset}: test accuracy, mean ± sd over seeds", ylabel="test accuracy (%)",
                xlabel=xlabel + ("\n(variants at the same x drawn side by side; " if dodge else "\n(")
-               + "dense: dashed line, ± sd band)")
+               + "a line joins one variant's targets; dense: dashed line, ± sd band)")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         else:
             ax.text(0.5, 0.5, "no result records this", ha="center", transform=ax.transAxes)
     return fig
 
 
-MARKERS = "osD^vP*Xph<>"  # within one method family (one colour), each series its own marker
+def _target_panels(summaries: list[dict]) -> list[float]:
+    """The target sparsities that pruned groups ran at: one row of panels each in the curve plots."""
+    return sorted({s["target_sparsity"] for s in summaries if s["method"] != results.DENSE}) or [0.0]
 
 
-def plot_training_curves(summaries: list[dict]):
-    """Validation accuracy and measured sparsity over the epochs trained (mean ± sd over seeds)."""
+def plot_training_curves(summaries: list[dict], styles: dict):
+    """Validation accuracy and measured sparsity over the epochs trained (mean ± sd over seeds), one row of
+    panels per target sparsity (dense in every row)."""
     import matplotlib.pyplot as plt
-    fig, (ax_acc, ax_sp) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for s in summaries:
-        histories = [r["history"] for r in s["runs"]]
-        _band(ax_acc, histories, "val_accuracy", _series_name(s), scale=1)
-        _band(ax_sp, histories, "sparsity", _series_name(s), scale=100)
-    ax_acc.set(xlabel="epoch trained (all rounds)", ylabel="validation accuracy (%)", title="validation accuracy (mean ± sd)")
-    ax_sp.set(xlabel="epoch trained (all rounds)", ylabel="measured sparsity (%)", title="sparsity during training")
-    _finish_axes(ax_acc, ax_sp)
+    targets = _target_panels(summaries)
+    fig, axes = plt.subplots(len(targets), 2, figsize=(14, 4.2 * len(targets)), squeeze=False)
+    for (ax_acc, ax_sp), target in zip(axes, targets):
+        for s in summaries:
+            if s["method"] == results.DENSE or s["target_sparsity"] == target:
+                histories = [r["history"] for r in s["runs"]]
+                _band(ax_acc, histories, "val_accuracy", _series_name(s), styles[_label(s)], scale=1)
+                _band(ax_sp, histories, "sparsity", _series_name(s), styles[_label(s)], scale=100)
+        ax_acc.set(xlabel="epoch trained (all rounds)", ylabel="validation accuracy (%)",
+                   title=f"target {100 * target:.1f}%: validation accuracy (mean ± sd)")
+        ax_sp.set(xlabel="epoch trained (all rounds)", ylabel="measured sparsity (%)",
+                  title=f"target {100 * target:.1f}%: sparsity during training")
+        _finish_axes(ax_acc, ax_sp)
     return fig
 
 
-def plot_mask_dynamics(summaries: list[dict]):
+def plot_mask_dynamics(summaries: list[dict], styles: dict):
     """Per pruning method: the normalised Hamming distance between the would-be final masks drawn at the end of
-    consecutive epochs (mean ± sd over seeds); Early-Bird tickets (You et al. 2020) call a mask found when it
-    stays below 0.1."""
+    consecutive epochs (mean ± sd over seeds), one panel per target; Early-Bird tickets (You et al. 2020) call a
+    mask found when it stays below 0.1."""
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for s in summaries:
-        if s["method"] != results.DENSE:
-            _band(ax, [r["history"] for r in s["runs"]], "mask_distance", _series_name(s), scale=1)
-    ax.axhline(0.1, color="grey", linestyle=":", linewidth=1, label="0.1 (Early-Bird threshold)")
-    ax.set(xlabel="epoch trained (all rounds)", ylabel="distance to the previous epoch's mask",
-           title="would-be final mask: change per epoch (mean ± sd)")
-    _finish_axes(ax)
+    targets = _target_panels(summaries)
+    fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 4.8), squeeze=False, sharey=True)
+    for ax, target in zip(axes[0], targets):
+        for s in summaries:
+            if s["method"] != results.DENSE and s["target_sparsity"] == target:
+                _band(ax, [r["history"] for r in s["runs"]], "mask_distance", _series_name(s), styles[_label(s)],
+                      scale=1)
+        ax.axhline(0.1, color="grey", linestyle=":", linewidth=1, label="0.1 (Early-Bird threshold)")
+        ax.set(xlabel="epoch trained (all rounds)", ylabel="distance to the previous epoch's mask",
+               title=f"target {100 * target:.1f}%: would-be final mask,\nchange per epoch (mean ± sd)")
+        _finish_axes(ax)
     return fig
 
 
@@ -458,8 +506,9 @@ def _label(s: dict) -> str:
     return s["label"] + (f" ({s['config']})" if s["config"] else "")
 
 
-def _band(ax, histories: list[list[dict]], key: str, label: str, scale: float) -> None:
-    """Mean line with a ± sd band over runs, epoch by epoch (epochs where every run has a value)."""
+def _band(ax, histories: list[list[dict]], key: str, label: str, style: tuple[str, str], scale: float) -> None:
+    """Mean line with a ± sd band over runs, epoch by epoch (epochs where every run has a value), in the
+    variant's colour and marker."""
     length = min((len(h) for h in histories), default=0)
     epochs, means, sds = [], [], []
     for e in range(length):
@@ -472,9 +521,11 @@ def _band(ax, histories: list[list[dict]], key: str, label: str, scale: float) -
         sds.append(sd or 0.0)
     if not epochs:
         return
-    line, = ax.plot(epochs, means, label=label)
+    colour, marker = style
+    ax.plot(epochs, means, label=label, color=colour, marker=marker or None, markersize=4,
+            linestyle="--" if not marker else "-", markevery=max(1, len(epochs) // 10))
     ax.fill_between(epochs, [m - s for m, s in zip(means, sds)], [m + s for m, s in zip(means, sds)],
-                    color=line.get_color(), alpha=0.2)
+                    color=colour, alpha=0.12)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -507,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summaries, tables = build_tables(load_results(args.paths, args.strict), args.ddof)
         note = (f"Mean ± {'sample' if args.ddof == 1 else 'population'} sd (ddof={args.ddof}) over seeds of the "
-                f"final model's test accuracy. Welch's t-test: two-sided, unequal variances (scipy.stats.ttest_ind). "
+                f"final model's test accuracy. Welch's t-test: two-sided, unequal variances (scipy.stats.ttest_ind); "
+                f"Holm: its p adjusted over every comparison in the table against the same reference. "
                 f"Epochs trained: every epoch of every round, the training cost.")
         text = RENDERERS[args.format](tables, note)
         if args.output:

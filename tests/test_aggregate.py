@@ -193,3 +193,11 @@ def test_bad_flags_are_one_line_errors(capsys):
         aggregate.main(["results", "--ddof", "3"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--ddof: invalid choice: 3" in err and err.count("\n") == 1
+
+
+def test_holm_adjustment_is_step_down_in_the_input_order():
+    # Holm (1979): the k-th smallest of m p-values times m - k + 1, then non-decreasing; capped at 1
+    assert aggregate.holm_adjust([0.05, 0.01, 0.04, 0.02, 0.03]) == [0.09, 0.05, 0.09, 0.08, 0.09]
+    assert aggregate.holm_adjust([0.5, None, 0.4]) == [0.8, None, 0.8]
+    assert aggregate.holm_adjust([0.9, 0.6]) == [1.0, 1.0]
+    assert aggregate.holm_adjust([None]) == [None]
