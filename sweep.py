@@ -172,11 +172,13 @@ def run_pool(jobs: list[Job], devices: list[str], n_jobs: int, log_dir: str) -> 
         job.log = os.path.join(log_dir, job.name.replace(" ", "_") + ".log")
         job.outcome, start = "running", time.time()
         with open(job.log, "a") as log:
+            offset = log.tell()  # the log keeps earlier attempts: judge this one by what it wrote
             proc = subprocess.run([sys.executable, SCRIPT, *job.argv, *device_args], cwd=HERE, stdout=log,
                                   stderr=subprocess.STDOUT, env={**os.environ, **env})
         job.seconds = time.time() - start
         with open(job.log) as log:
-            skipped = "is finished (test accuracy" in log.read()[-2000:]
+            log.seek(offset)
+            skipped = "is finished (test accuracy" in log.read()
         job.outcome = "interrupted" if proc.returncode == 130 else "skipped" if skipped and proc.returncode == 0 \
             else "finished" if proc.returncode == 0 else "failed"
         with lock:

@@ -78,3 +78,18 @@ def test_an_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path):
     assert f"{4 - len(before)} finished, {len(before)} skipped" in again.stdout
     for path in after:
         assert json.loads((out / path).read_text())["epochs_trained"] == 2
+
+
+def test_a_run_is_called_finished_or_skipped_by_this_attempt_not_by_its_log_history(tmp_path):
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "sweep.py", "--methods", "dense", "--seeds", "1", "--", *tiny(out)]
+    said = [subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300).stdout for _ in range(2)]
+    assert summary(said[0]) == "sweep: 1 finished" and summary(said[1]) == "sweep: 1 skipped"  # the log says so
+    for path in results_of(out):
+        (out / path).unlink()  # the result is gone: the next attempt trains again
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300).stdout
+    assert summary(again) == "sweep: 1 finished" and len(results_of(out)) == 1
+
+
+def summary(stdout: str) -> str:
+    return stdout.strip().splitlines()[-1]
