@@ -47,3 +47,37 @@ def test_the_committed_table_is_what_aggregate_makes_of_the_committed_json(folde
     made = tmp_path / "table.md"
     assert aggregate.main([str(ROOT / folder / "results"), "-o", str(made)]) == 0
     assert made.read_text() == (ROOT / folder / "table.md").read_text()
+
+
+def markdown_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every Markdown table in ``text`` as a list of rows (header name -> cell)."""
+    tables, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and i + 1 < len(lines) and set(lines[i + 1].replace(" ", "")) <= set("|-") \
+                and (i == 0 or not lines[i - 1].startswith("|")):
+            header = [c.strip() for c in line.strip("|").split("|")]
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append(dict(zip(header, (c.strip() for c in row.strip("|").split("|")))))
+            tables.append(rows)
+    return tables
+
+
+def test_the_readme_study_numbers_are_the_committed_table_s():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## A CPU-scale study"):]
+    section = section[:section.index("\n## ", 1)]
+    committed = {}
+    for rows in markdown_tables((ROOT / "study" / "table.md").read_text()):
+        for row in rows:
+            if "method" in row and "target" in row:
+                committed.setdefault((row["method"], row["target"]), {}).update(row)
+    checked = 0
+    for rows in markdown_tables(section):
+        for row in rows:
+            if "method" in row and "target" in row and "test acc (%)" in row:
+                assert {k: committed[row["method"], row["target"]].get(k) for k in row} == row
+                checked += 1
+    assert checked == len(committed)  # every committed group is in README, once
