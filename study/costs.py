@@ -2,7 +2,7 @@
 per-layer nonzero counts; training compute where it can be derived (dense, and methods whose mask is fixed
 from the first step: snip, random, ticket), "–" where the per-layer masks during training were not saved.
 
-    python study/costs.py study/results
+    python study/costs.py study/first/results
 """
 
 import collections
@@ -52,4 +52,4 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "study/results")
+    main(sys.argv[1] if len(sys.argv) > 1 else "study/first/results")
