@@ -373,17 +373,19 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
 
     os.makedirs(folder, exist_ok=True)
     styles = series_styles(summaries)
-    costed = all(s["training_cycles"] is not None for s in summaries)
-    cost, cost_label, cost_dodge = ((lambda s: s["training_cycles"]), "training compute (MACs, × one dense training "
-                                    "cycle)", 0.0) if costed else \
-        ((lambda s: s["epochs_trained"]), "training cost (epochs trained, all rounds)", 0.2)
+    costed = [s for s in summaries if s["training_cycles"] is not None]
     figures = {
         "accuracy_vs_sparsity.png": plot_accuracy(summaries, styles, lambda s: 100 * s["sparsity"],
                                                   "sparsity of prunable weights (%)", 0.2),
-        "accuracy_vs_cost.png": plot_accuracy(summaries, styles, cost, cost_label, cost_dodge),
+        "accuracy_vs_cost.png": plot_accuracy(
+            costed, styles, lambda s: s["training_cycles"],
+            "training compute (MACs, × one dense training cycle)" + _left_out(summaries, costed), 0.0)
+        if costed else plot_accuracy(summaries, styles, lambda s: s["epochs_trained"],
+                                     "training cost (epochs trained, all rounds)", 0.2),
         "accuracy_vs_inference.png": plot_accuracy(
             [s for s in summaries if s["inference_x"] is not None], styles, lambda s: s["inference_x"],
-            "inference compute (MACs of the final model, × dense)", 0.0),
+            "inference compute (MACs of the final model, × dense)"
+            + _left_out(summaries, [s for s in summaries if s["inference_x"] is not None]), 0.0),
         "training_curves.png": plot_training_curves(summaries, styles),
         "mask_dynamics.png": plot_mask_dynamics(summaries, styles),
     }
@@ -391,9 +393,15 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
     for name, fig in figures.items():
         paths.append(os.path.join(folder, name))
         fig.tight_layout()
-        fig.savefig(paths[-1], dpi=120)
+        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")  # legends sit outside the axes
         plt.close(fig)
     return paths
+
+
+def _left_out(summaries: list[dict], shown: list[dict]) -> str:
+    """An x-axis note naming the variants left out of a plot for want of the value it draws."""
+    missing = sorted({_label(s) for s in summaries} - {_label(s) for s in shown})
+    return f"; left out, written before MACs were recorded: {', '.join(missing)}" if missing else ""
 
 
 MARKERS = "osD^vP*Xph<>"  # within one method family (one colour), each variant its own marker
@@ -416,7 +424,7 @@ def plot_accuracy(summaries: list[dict], styles: dict, x_of, xlabel: str, dodge:
     targets; dense as a dashed line with its ± sd band."""
     import matplotlib.pyplot as plt
     datasets = sorted({s["dataset"] for s in summaries}) or [""]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(10 * len(datasets), 5.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(11 * len(datasets), 6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         series = defaultdict(list)
         for s in summaries:

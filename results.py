@@ -21,7 +21,9 @@ READ_HISTORY_KEYS = ("round", "epoch", "sparsity", "val_accuracy")  # what a rea
 # The reference groups of the comparison table: every method is compared with the dense run and with the
 # paper's method of the same recipe (their names are the schema's, not aggregate.py's).
 DENSE, PAPER_METHOD = "dense", "progressive"
-NOT_GROUPING = RUN_FIELDS | {"seed"}  # the seed is what a group averages over
+# The seed is what a group averages over; a ticket's donor_id names the mask of its own seed's donor, so it
+# changes with the seed as well (it still tells a finished run from another experiment: config_difference).
+NOT_GROUPING = RUN_FIELDS | {"seed", "donor_id"}
 
 
 class ResultError(Exception):

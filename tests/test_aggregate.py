@@ -91,6 +91,18 @@ def test_output_folder_and_device_do_not_split_groups(tmp_path):
     assert row["n"] == 2
 
 
+def test_tickets_of_each_seed_s_own_donor_form_one_group_but_other_donors_do_not(tmp_path):
+    for seed, acc in ((1, 90.0), (2, 92.0)):  # each seed retrains its own seed's donor mask: one group
+        r = result(seed, acc)
+        r["config"].update(donor="progressive-0.9", donor_id=f"seed{seed}-mask-{seed:016x}", reinit="donor")
+        write(tmp_path / "a", f"seed{seed}.json", r)
+    other = result(1, 80.0)
+    other["config"].update(donor="progressive-cubic-0.9", donor_id="seed1-mask-ff", reinit="donor")
+    write(tmp_path / "b", "seed1.json", other)
+    rows = tables_of([tmp_path])["main"]
+    assert sorted((r["n"], r["acc_mean"]) for r in rows) == [(1, 80.0), (2, 91.0)]
+
+
 def test_duplicate_seed_is_reported_and_counted_once(tmp_path, capsys):
     write(tmp_path / "x", "seed1.json", result(1, 90.0))
     write(tmp_path / "y", "seed1.json", result(1, 99.0))

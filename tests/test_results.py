@@ -53,7 +53,8 @@ def test_fp32_and_bf16_runs_never_average_together(tmp_path):
 
 def test_group_keys_come_from_the_config_fields():
     assert results.NOT_GROUPING == {"seed", "out", "force", "data_dir", "no_download", "device", "compile", "channels_last", "script",
-                                    "mask_from"}  # the donor's path: its label and target are the "donor" field
+                                    "mask_from",  # the donor's path: its label and target are the "donor" field
+                                    "donor_id"}  # the donor's seed and mask hash: one per seed, like the seed
     assert {"target_sparsity", "schedule", "rounds", "reinit", "donor", "prune_epoch"} <= config.METHOD_FIELDS
     for name, f in config.FIELDS.items():
         assert f.metadata["help"] and f.metadata["kind"] in (config.RECIPE, config.METHOD, config.RUN), name
