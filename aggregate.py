@@ -374,6 +374,7 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
     os.makedirs(folder, exist_ok=True)
     styles = series_styles(summaries)
     costed = [s for s in summaries if s["training_cycles"] is not None]
+    inferred = [s for s in summaries if s["inference_x"] is not None]
     figures = {
         "accuracy_vs_sparsity.png": plot_accuracy(summaries, styles, lambda s: 100 * s["sparsity"],
                                                   "sparsity of prunable weights (%)", 0.2),
@@ -383,9 +384,8 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
         if costed else plot_accuracy(summaries, styles, lambda s: s["epochs_trained"],
                                      "training cost (epochs trained, all rounds)", 0.2),
         "accuracy_vs_inference.png": plot_accuracy(
-            [s for s in summaries if s["inference_x"] is not None], styles, lambda s: s["inference_x"],
-            "inference compute (MACs of the final model, × dense)"
-            + _left_out(summaries, [s for s in summaries if s["inference_x"] is not None]), 0.0),
+            inferred, styles, lambda s: s["inference_x"],
+            "inference compute (MACs of the final model, × dense)" + _left_out(summaries, inferred), 0.0),
         "training_curves.png": plot_training_curves(summaries, styles),
         "mask_dynamics.png": plot_mask_dynamics(summaries, styles),
     }

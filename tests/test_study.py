@@ -55,14 +55,18 @@ def markdown_tables(text: str) -> list[list[dict[str, str]]]:
     for i, line in enumerate(lines):
         if line.startswith("|") and i + 1 < len(lines) and set(lines[i + 1].replace(" ", "")) <= set("|-") \
                 and (i == 0 or not lines[i - 1].startswith("|")):
-            header = [c.strip() for c in line.strip("|").split("|")]
+            header = cells(line)
             rows = []
             for row in lines[i + 2:]:
                 if not row.startswith("|"):
                     break
-                rows.append(dict(zip(header, (c.strip() for c in row.strip("|").split("|")))))
+                rows.append(dict(zip(header, cells(row))))
             tables.append(rows)
     return tables
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip("|").split("|")]
 
 
 def test_the_readme_study_numbers_are_the_committed_table_s():
