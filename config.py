@@ -1,19 +1,23 @@
-"""The configuration of one run: a frozen dataclass that generates the command line and validates itself.
+"""The configuration of one run: frozen dataclasses that generate the command line. Torch-free.
 
-Every field (made with :func:`setting`) has a default, a help text and a kind. Words, each with one meaning:
+A run's config is the fields every run has (:class:`Config`) plus its method's **options**: a small frozen
+dataclass that the method declares itself (``Method.Options`` in methods.py), held in ``Config.options``. Every
+field, common or option, is made with :func:`setting`: a default, a help text, a kind and how its flag parses.
+Words, each with one meaning:
 
 * the **recipe** (kind ``recipe``): how the network is trained (epochs, learning rate, width, precision, ...).
   Runs of different methods are compared only when their recipes agree (``results.recipe_key``). Fields left
-  at ``None`` take the dataset's paper recipe (``PAPER_RECIPES``).
-* the **method** and its **options** (kind ``method``): the training method and its own flags (target sparsity,
-  schedule, rounds, ...): ``Method.options`` in methods.py.
-* the **experiment**: recipe + method + options, everything but the run fields (:func:`experiment_part`). A
-  checkpoint or finished result is only ever continued or skipped by a run of the same experiment, and
-  aggregate.py averages only runs of the same experiment (all seeds).
-* **run** fields (kind ``run``): where and how a run is done (output folder, data folder, device, ...).
+  at ``None`` take the dataset's paper recipe (:data:`PAPER_RECIPES`).
+* the **task** (kind ``task``): the dataset, the method and the seed.
+* the **options** (kind ``option``): a method's own settings (target sparsity, schedule, rounds, ...).
+* the **identity**: task + recipe + options, everything but the run fields (:func:`identity`). A checkpoint or
+  a finished result is only ever continued or skipped by a run of the same identity, and aggregate.py averages
+  runs whose identities differ only in the seed.
+* **run** fields (kind ``run``): where and how a run is done (output folder, data folder, device, ...); an
+  option may be one too (the ticket's ``mask_from``).
 
-Torch-free, so that results.py and aggregate.py can read configs without the training stack. Nothing happens
-at import time.
+A result's JSON holds the config flat (:meth:`Config.to_dict`: the common fields, then the options). Nothing
+happens at import time.
 """
 
 from __future__ import annotations
@@ -23,31 +27,42 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-RECIPE, METHOD, RUN = "recipe", "method", "run"
+TASK, RECIPE, OPTION, RUN = "task", "recipe", "option", "run"
 MAX_SEED = 2**32  # numpy and torch generators take seeds in [0, 2**32)
-MAX_ROUNDS = 100  # imp: more rounds than this is a typo (each round is a whole training cycle)
 
 
 class ConfigError(Exception):
     """A bad value; the message is one line for the user, and the run exits with code 2."""
 
 
-def setting(default, help: str, kind: str = RECIPE, type=None, choices=None, flag: bool = True,
-           method_option: bool | None = None):
-    """A Config field: its default, its help text, its kind, how its flag parses (flag=False: derived, no flag),
-    and whether it is a method's own option (a flag only of scripts offering a method that uses it; by default
-    every METHOD field is)."""
+def setting(default, help: str, kind: str = RECIPE, type=None, choices=None, flag: bool = True):
+    """A field of Config or of a method's options: its default, help text, kind, and how its flag parses
+    (``flag=False``: derived by the method, never given on the command line)."""
     return field(default=default, metadata={"help": help, "kind": kind, "type": type, "choices": choices,
-                                            "flag": flag, "option": kind == METHOD if method_option is None
-                                            else method_option})
+                                            "flag": flag})
+
+
+def option(default, help: str, type=None, choices=None, flag: bool = True, kind: str = OPTION):
+    """A field of a method's options (:func:`setting` of kind ``option``)."""
+    return setting(default, help, kind, type, choices, flag)
+
+
+@dataclass(frozen=True)
+class Options:
+    """A method's options: the base has none (dense). A method subclasses it with :func:`option` fields, each
+    ``None`` until the method fills its default (``Method.defaults``)."""
+
+    def replace(self, **changes) -> "Options":
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
 class Config:
-    # -- what is trained
-    dataset: str = setting(None, "dataset to train on")
-    method: str = setting(None, "training method", kind=METHOD, method_option=False)
-    seed: int = setting(42, "seed for init, data split, shuffling, augmentation; in [0, 2**32)", type=int)
+    # -- the task
+    dataset: str = setting(None, "dataset to train on", TASK)
+    method: str = setting(None, "training method", TASK)
+    seed: int = setting(42, "seed for init, data split, shuffling, augmentation; in [0, 2**32)", TASK, int)
+    # -- the recipe
     epochs: int = setting(None, "epochs per training cycle (recipe default)", type=int)
     batch_size: int = setting(None, "training batch size (recipe default)", type=int)
     lr: float = setting(None, "initial SGD learning rate, cosine-annealed to 0 (0.1)", type=float)
@@ -64,43 +79,7 @@ class Config:
                                      "batch", type=bool)
     precision: str = setting("auto", "auto: bf16 autocast on CUDA, fp32 elsewhere (stored resolved)",
                             choices=("auto", "fp32", "bf16"))
-    # -- the method's own options (None: not used by this method, or its default)
-    target_sparsity: float = setting(None, "sparsity at the end of training (recipe default)", METHOD, float)
-    schedule: str = setting(None, "sparsity schedule: the paper's linear ramp, or cubic (Zhu & Gupta 2017)",
-                           METHOD, choices=("linear", "cubic"))
-    prune_epoch: int = setting(None, "oneshot: epoch (0-based) at whose start the network is pruned (epochs // 2)",
-                              METHOD, int)
-    prune_every: int = setting(None, "progressive: training steps between pruning events (default: one event at "
-                                    "the start of every epoch, the paper's)", METHOD, int)
-    prune_start: float = setting(None, "progressive: first pruning event, as a fraction of the cycle's training "
-                                      "steps (0); oneshot: the step at which it prunes, instead of --prune-epoch",
-                                METHOD, float)
-    prune_end: float = setting(None, "progressive: last pruning event (exactly at the target), as a fraction of the "
-                                    "cycle's training steps (default: the start of the last epoch, the paper's)",
-                              METHOD, float)
-    score_batches: int = setting(None, "snip: training batches whose |grad * weight| is summed (1)", METHOD, int)
-    distribution: str = setting(None, "random, snip, rigl, set: how the sparsity is spread over the layers: one "
-                                      "global ranking, every layer at the target, or Erdos-Renyi-Kernel (default: "
-                                      "global for random and snip, erk for rigl and set)", METHOD,
-                                choices=("global", "uniform", "erk"))
-    update_every: int = setting(None, "rigl, set: training steps between mask updates (100)", METHOD, int)
-    update_end: float = setting(None, "rigl, set: no mask update from this fraction of the training steps on (0.75)",
-                                METHOD, float)
-    drop_fraction: float = setting(None, "rigl, set: fraction of each layer's active weights dropped and regrown at "
-                                         "the first update, cosine-annealed to 0 at --update-end (0.3)", METHOD, float)
-    rounds: int = setting(None, "imp: pruning rounds after the dense round 0 (smallest R with 0.8**R <= 1 - "
-                               "target)", METHOD, int)
-    rewind_epoch: int = setting(None, "imp: epoch of round 0 whose weights every later round rewinds to (0)",
-                               METHOD, int)
-    reinit: str = setting(None, "ticket: start from the donor run's initialisation (the LTH test), or a fresh one "
-                               "from --seed (the control) (default donor)", METHOD, choices=("donor", "random"))
-    donor: str = setting(None, "ticket: the donor run's method label and target, read from --mask-from", METHOD,
-                        flag=False)
-    donor_id: str = setting(None, "ticket: the donor's seed and a hash of its final mask (what the run trains)",
-                           METHOD, flag=False)
-    # -- where and how (never part of the recipe)
-    mask_from: str = setting(None, "ticket: a finished pruned run (its result JSON or model file)", RUN,
-                            method_option=True)
+    # -- where and how (never part of the identity)
     data_dir: str = setting("./data", "dataset root, or a folder holding the 4 IDX files", RUN)
     no_download: bool = setting(False, "never try to download the dataset", RUN, bool)
     out: str = setting("results", "results folder", RUN)
@@ -113,18 +92,33 @@ class Config:
                                  RUN, bool)
     force: bool = setting(False, "rerun from scratch even if a result or checkpoint exists", RUN, bool)
     script: str = setting(None, "the script that ran", RUN, flag=False)
+    # -- the method's own options (its Options dataclass)
+    options: Options = field(default_factory=Options, metadata={"kind": OPTION})
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The flat dict a result's JSON holds: the common fields, then the method's options."""
+        common = {name: getattr(self, name) for name in FIELDS}
+        return {**common, **dataclasses.asdict(self.options)}
 
     def replace(self, **changes) -> "Config":
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``; names of the method's options change the options."""
+        own = {k: changes.pop(k) for k in list(changes) if k in option_fields(type(self.options))}
+        config = dataclasses.replace(self, **changes)
+        return dataclasses.replace(config, options=config.options.replace(**own)) if own else config
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "options"}  # the common fields
 RUN_FIELDS = frozenset(n for n, f in FIELDS.items() if f.metadata["kind"] == RUN)
-METHOD_FIELDS = frozenset(n for n, f in FIELDS.items() if f.metadata["kind"] == METHOD)
-OPTION_FIELDS = frozenset(n for n, f in FIELDS.items() if f.metadata["option"])  # the methods' own options
+
+
+def option_fields(options: type[Options]) -> dict[str, dataclasses.Field]:
+    """A method's option fields by name."""
+    return {f.name: f for f in dataclasses.fields(options)}
+
+
+def run_fields(config: Config) -> frozenset[str]:
+    """The names of this config's run fields: the common ones and its method's run-kind options."""
+    return RUN_FIELDS | {n for n, f in option_fields(type(config.options)).items() if f.metadata["kind"] == RUN}
 
 
 @dataclass(frozen=True)
@@ -132,29 +126,32 @@ class Recipe:
     """The paper's training recipe for one dataset: the defaults of the recipe fields left at None."""
     epochs: int
     batch_size: int
-    target_sparsity: float
     lr: float = 0.1  # SGD, cosine-annealed to 0 over the epochs
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
 
 
-PAPER_RECIPES = {  # the MNIST target: README, "The paper's experiments", on 0.744 vs the notebooks' 0.74433
-    "cifar10": Recipe(epochs=200, batch_size=128, target_sparsity=0.796),
-    "cifar100": Recipe(epochs=200, batch_size=128, target_sparsity=0.796),  # CIFAR-10's recipe, 100 classes
-    "mnist": Recipe(epochs=30, batch_size=32, target_sparsity=0.744),
-    "fashion-mnist": Recipe(epochs=30, batch_size=32, target_sparsity=0.744),
+PAPER_RECIPES = {
+    "cifar10": Recipe(epochs=200, batch_size=128),
+    "cifar100": Recipe(epochs=200, batch_size=128),  # CIFAR-10's recipe, 100 classes
+    "mnist": Recipe(epochs=30, batch_size=32),
+    "fashion-mnist": Recipe(epochs=30, batch_size=32),
 }
+# The paper's target sparsity per dataset: the default of a pruning method's --target-sparsity. The MNIST target:
+# docs/methods.md, "The paper's runs", on 0.744 vs the notebooks' 0.74433.
+PAPER_TARGETS = {"cifar10": 0.796, "cifar100": 0.796, "mnist": 0.744, "fashion-mnist": 0.744}
 
 
-def experiment_part(config: dict) -> dict:
-    """The entries of a config dict that define what is computed (everything but the run fields)."""
-    return {k: v for k, v in config.items() if k not in RUN_FIELDS}
+def identity(config: dict, run: frozenset[str] = RUN_FIELDS) -> dict:
+    """The entries of a flat config dict that define what is computed: everything but the ``run`` fields."""
+    return {k: v for k, v in config.items() if k not in run}
 
 
-def config_difference(old: dict, new: dict) -> str:
-    """'epochs 2 vs 200, width 8 vs 64' for the entries of the experiment that differ ('' if none)."""
-    a, b = experiment_part(old), experiment_part(new)
+def config_difference(old: dict, new: dict, run: frozenset[str] = RUN_FIELDS) -> str:
+    """'epochs 2 vs 200, width 8 vs 64' for the entries of the identity that differ ('' if none). An entry
+    one dict lacks counts as None (an option of another method, or a field added since)."""
+    a, b = identity(old, run), identity(new, run)
     return ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
 
 
@@ -166,51 +163,84 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def build_parser(prog: str, description: str, datasets: tuple[str, ...], methods: dict[str, tuple[str, ...]],
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_flag(p: argparse.ArgumentParser, name: str, f: dataclasses.Field, help: str) -> None:
+    meta = f.metadata
+    if meta["type"] is bool:
+        p.add_argument(_flag(name), action="store_true", default=None if meta["kind"] == OPTION else False,
+                       help=help)
+    else:
+        p.add_argument(_flag(name), type=meta["type"] or str, choices=meta["choices"], default=f.default,
+                       help=help + ("" if f.default is None else f" (default {f.default})"))
+
+
+def offered_options(methods: dict[str, type[Options]]) -> dict[str, list[tuple[str, dataclasses.Field]]]:
+    """Option name -> (method, field) of every offered method that takes it as a flag."""
+    offered: dict[str, list] = {}
+    for method, options in methods.items():
+        for name, f in option_fields(options).items():
+            if f.metadata["flag"]:
+                offered.setdefault(name, []).append((method, f))
+    return offered
+
+
+def build_parser(prog: str, description: str, datasets: tuple[str, ...], methods: dict[str, type[Options]],
                  default_dataset: str | None) -> argparse.ArgumentParser:
-    """Flags for the fields a script uses: the common ones, and the options of the methods it offers.
+    """Flags for the common fields and for the options of the methods a script offers.
 
     Args:
-        methods: method name -> names of the OPTION_FIELDS it uses (from the method table).
+        methods: method name -> its Options class (the first method is the default of a one-method script).
         default_dataset: the dataset when --dataset is not given (None: the flag is required).
     """
     p = _Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    used = {name for options in methods.values() for name in options}
     for name, f in FIELDS.items():
-        meta = f.metadata
-        if not meta["flag"] or (meta["option"] and name not in used):
+        if not f.metadata["flag"]:
             continue
-        flag = "--" + name.replace("_", "-")
         if name == "dataset":
             if len(datasets) > 1:
-                p.add_argument(flag, choices=datasets, required=default_dataset is None,
-                               default=default_dataset, help=meta["help"])
+                p.add_argument(_flag(name), choices=datasets, required=default_dataset is None,
+                               default=default_dataset, help=f.metadata["help"])
         elif name == "method":
             if len(methods) > 1:
-                p.add_argument(flag, choices=tuple(methods), required=True, help=meta["help"])
-        elif meta["type"] is bool:
-            p.add_argument(flag, action="store_true", help=meta["help"])
+                p.add_argument(_flag(name), choices=tuple(methods), required=True, help=f.metadata["help"])
         else:
-            p.add_argument(flag, type=meta["type"] or str, choices=meta["choices"], default=f.default,
-                           help=meta["help"] + ("" if f.default is None else f" (default {f.default})"))
+            _add_flag(p, name, f, f.metadata["help"])
+    for name, owners in offered_options(methods).items():
+        by_help: dict[str, list[str]] = {}  # methods sharing a help text are named together
+        for method, f in owners:
+            by_help.setdefault(f.metadata["help"], []).append(method)
+        help = next(iter(by_help)) if len(by_help) == 1 else \
+            "; ".join(f"{', '.join(ms)}: {h}" for h, ms in by_help.items())
+        _add_flag(p, name, owners[0][1], help)
     return p
 
 
 def parse_config(argv: list[str] | None, prog: str, description: str, datasets: tuple[str, ...],
-                 methods: dict[str, tuple[str, ...]], default_dataset: str | None) -> Config:
-    """Parse the command line into a Config with the recipe defaults of its dataset filled in (not validated)."""
+                 methods: dict[str, type[Options]], default_dataset: str | None) -> Config:
+    """Parse the command line into a Config holding the chosen method's options (not completed: see
+    ``methods.complete``). A flag of an option the chosen method does not take is one ConfigError line."""
     args = vars(build_parser(prog, description, datasets, methods, default_dataset).parse_args(argv))
     args.setdefault("dataset", datasets[0])
     args.setdefault("method", next(iter(methods)))
-    return with_recipe_defaults(Config(script=prog, **args))
+    offered = offered_options(methods)
+    own = {n for n, f in option_fields(methods[args["method"]]).items() if f.metadata["flag"]}
+    for name in sorted(offered):
+        if args[name] is not None and name not in own:
+            owners = ", ".join(m for m, _ in offered[name])
+            raise ConfigError(f"{_flag(name)} is not an option of {args['method']} (it is one of {owners})")
+    options = methods[args["method"]](**{name: args.pop(name) for name in own})
+    for name in offered:
+        args.pop(name, None)
+    return Config(script=prog, options=options, **args)
 
 
 def with_recipe_defaults(config: Config) -> Config:
-    """Fill the training fields left at None from the dataset's paper recipe (the target sparsity is the
-    method's option: methods.resolve fills it, for methods that have one)."""
+    """Fill the recipe fields left at None from the dataset's paper recipe."""
     recipe = PAPER_RECIPES[config.dataset]
-    filled = {name: getattr(recipe, name) for name in ("epochs", "batch_size", "lr", "momentum", "weight_decay",
-                                                       "label_smoothing") if getattr(config, name) is None}
+    filled = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe) if getattr(config, f.name) is None}
     return config.replace(**filled)
 
 
@@ -221,27 +251,25 @@ def require(checks: list[tuple[str, bool, str]]) -> None:
     """Raise ConfigError ``--<flag> <message>`` for the first ``(field, ok, message)`` that is not ok."""
     for name, ok, message in checks:
         if not ok:  # NaN fails every comparison, so it lands here too
-            raise ConfigError(f"--{name.replace('_', '-')} {message}")
+            raise ConfigError(f"{_flag(name)} {message}")
 
 
 def validate(config: Config) -> Config:
-    """Return ``config`` if every value is usable, else raise ConfigError naming the first bad flag. The
-    methods check their own options (``Method.check`` in methods.py)."""
+    """Return ``config`` if every common value is usable, else raise ConfigError naming the first bad flag.
+    The methods check their own options (``Method.check`` in methods.py)."""
     c = config
     checks = [
         ("seed", isinstance(c.seed, int) and 0 <= c.seed < MAX_SEED, f"must be in [0, 2**32), got {c.seed}"),
         ("epochs", c.epochs >= 1, f"must be positive, got {c.epochs}"),
         ("batch_size", c.batch_size >= 1, f"must be positive, got {c.batch_size}"),
-        ("lr", _finite(c.lr) and c.lr > 0, f"must be positive, got {c.lr}"),
-        ("momentum", _finite(c.momentum) and c.momentum >= 0, f"must be >= 0, got {c.momentum}"),
-        ("weight_decay", _finite(c.weight_decay) and c.weight_decay >= 0, f"must be >= 0, got {c.weight_decay}"),
+        ("lr", finite(c.lr) and c.lr > 0, f"must be positive, got {c.lr}"),
+        ("momentum", finite(c.momentum) and c.momentum >= 0, f"must be >= 0, got {c.momentum}"),
+        ("weight_decay", finite(c.weight_decay) and c.weight_decay >= 0, f"must be >= 0, got {c.weight_decay}"),
         ("label_smoothing", 0.0 <= c.label_smoothing < 1.0, f"must be in [0, 1), got {c.label_smoothing}"),
         ("width", c.width >= 1, f"must be positive, got {c.width}"),
         ("train_subset", c.train_subset is None or c.train_subset >= 1, f"must be positive, got {c.train_subset}"),
         ("val_fraction", 0.0 <= c.val_fraction < 1.0, f"must be in [0, 1), got {c.val_fraction}"),
         ("eval_batch_size", c.eval_batch_size >= 1, f"must be positive, got {c.eval_batch_size}"),
-        ("target_sparsity", c.target_sparsity is None or 0.0 <= c.target_sparsity < 1.0,
-         f"must be in [0, 1), got {c.target_sparsity}"),
     ]
     require(checks)
     if c.train_subset is not None and c.val_fraction > 0 and round(c.val_fraction * c.train_subset) in (0, c.train_subset):
@@ -249,5 +277,5 @@ def validate(config: Config) -> Config:
     return config
 
 
-def _finite(x: float) -> bool:
+def finite(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)

@@ -69,3 +69,38 @@ def total_macs(parameters: list, positions: list[int]) -> tuple[int, int]:
     """(dense, nonzero) MACs per image, summed over the layers of :func:`layer_macs`."""
     rows = layer_macs(parameters, positions)
     return sum(r["macs_dense"] for r in rows), sum(r["macs_nonzero"] for r in rows)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The cost rules of a result (record.py)
+
+def inference_cost(per_layer: list[dict]) -> dict:
+    """Forward MACs per image of the final model: dense, at its masks, and the theoretical speedup.
+
+    Example:
+        >>> inference_cost([{"macs_dense": 100, "macs_nonzero": 25}, {"macs_dense": 50, "macs_nonzero": 25}])
+        {'macs_dense': 150, 'macs_nonzero': 50, 'speedup': 3.0}
+    """
+    dense, nonzero = sum(r["macs_dense"] for r in per_layer), sum(r["macs_nonzero"] for r in per_layer)
+    return {"macs_dense": dense, "macs_nonzero": nonzero, "speedup": dense / nonzero if nonzero else None}
+
+
+TRAINING_COST_RULE = ("sum over training steps of (forward + backward = 3 x forward) MACs at that step's masks, "
+                      "per image, conv and linear layers; RigL update steps and SNIP scoring batches dense")
+
+
+def step_macs(macs_per_image: int, images: int) -> int:
+    """A training step's MACs under TRAINING_COST_RULE: forward + backward (2x forward), for ``images``."""
+    return 3 * macs_per_image * images
+
+
+def training_cost(train_macs: int, dense_macs_per_image: int, train_images: int, epochs: int) -> dict:
+    """A run's training compute in MACs and as a multiple of one dense training cycle of the same data.
+
+    Example:
+        >>> training_cost(train_macs=600, dense_macs_per_image=10, train_images=5, epochs=2)["cycles"]
+        2.0
+    """
+    dense_cycle = step_macs(dense_macs_per_image, train_images) * epochs
+    return {"macs": train_macs, "dense_cycle_macs": dense_cycle, "cycles": train_macs / dense_cycle,
+            "rule": TRAINING_COST_RULE}

@@ -394,7 +394,8 @@ def _ranking_inputs(parameters: list, scores_of, masks: list) -> tuple[torch.Ten
     return scores, active
 
 
-def magnitude_mask(parameters: ParameterList, sparsity: float) -> torch.Tensor:
+def magnitude_mask(parameters: ParameterList, sparsity: float,
+                   importance_scores: dict[tuple[nn.Module, str], torch.Tensor] | None = None) -> torch.Tensor:
     r"""The mask :func:`global_magnitude_prune` would leave at ``sparsity`` now, without changing anything.
 
     Used to watch a mask form during training ("would the final mask, drawn now, be the same?": the
@@ -403,6 +404,8 @@ def magnitude_mask(parameters: ParameterList, sparsity: float) -> torch.Tensor:
     Args:
         parameters (sequence of (nn.Module, str)): masked tensors, e.g. after :func:`attach_masks`.
         sparsity (float): overall fraction of masked entries, in [0, 1).
+        importance_scores (dict, optional): rank by these instead of ``|weight_orig|``, as in
+            :func:`global_magnitude_prune`.
 
     Returns:
         torch.Tensor: 1-D bool over the concatenated entries (in ``parameters`` order), True = kept.
@@ -418,7 +421,7 @@ def magnitude_mask(parameters: ParameterList, sparsity: float) -> torch.Tensor:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
     masks = [getattr(m, n + "_mask") for m, n in parameters]
     with torch.no_grad():
-        scores, active = _ranking_inputs(parameters, _validate_scores(parameters, None), masks)
+        scores, active = _ranking_inputs(parameters, _validate_scores(parameters, importance_scores), masks)
         n_new = round(sparsity * active.numel()) - int((~active).sum())
         return active & ~select_smallest_active(scores, active, n_new)
 

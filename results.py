@@ -1,29 +1,34 @@
 """What a result file is: its schema, its required keys, how runs group, and reading one file. Torch-free.
 
-experiment.py checks every result against this module before writing it; aggregate.py reads results only
+record.py checks every result against this module before writing it; aggregate.py reads results only
 through it. Files of older schemas are upgraded on reading, each missing field taken at the meaning it had
-when the file was written, so results already on disk keep working.
+when the file was written, so results already on disk keep working. Names no method but the two references of
+the comparison table.
 """
 
 from __future__ import annotations
 
 import json
 
-from config import FIELDS, METHOD_FIELDS, RUN_FIELDS
+from config import FIELDS, RECIPE, RUN_FIELDS
 
-SCHEMA = 2
-READABLE_SCHEMAS = (1, 2)
+SCHEMA = 3  # 3: "mask_events" (was "prune_events"), history "scheduled_sparsity" (was "target_sparsity")
+READABLE_SCHEMAS = (1, 2, 3)
 REQUIRED = ("schema", "dataset", "method", "label", "seed", "target_sparsity", "final_sparsity", "test_accuracy",
             "params_prunable", "params_nonzero", "epochs", "epochs_trained", "precision", "history", "config")
-HISTORY_KEYS = ("round", "epoch", "lr", "sparsity", "target_sparsity", "train_loss", "train_accuracy",
+HISTORY_KEYS = ("round", "epoch", "lr", "sparsity", "scheduled_sparsity", "train_loss", "train_accuracy",
                 "val_loss", "val_accuracy", "seconds")  # what the harness writes per epoch
 READ_HISTORY_KEYS = ("round", "epoch", "sparsity", "val_accuracy")  # what a reader may rely on
 # The reference groups of the comparison table: every method is compared with the dense run and with the
 # paper's method of the same recipe (their names are the schema's, not aggregate.py's).
 DENSE, PAPER_METHOD = "dense", "progressive"
 # The seed is what a group averages over; a ticket's donor_id names the mask of its own seed's donor, so it
-# changes with the seed as well (it still tells a finished run from another experiment: config_difference).
-NOT_GROUPING = RUN_FIELDS | {"seed", "donor_id"}
+# changes with the seed as well (it still tells a finished run from another identity: config_difference), and
+# its mask_from (a run field of the ticket's options) is that donor's path.
+NOT_GROUPING = RUN_FIELDS | {"seed", "donor_id", "mask_from"}
+# The recipe: the common fields that are neither the task nor run fields. Every other config entry is a
+# method's option (the methods' Options dataclasses; read here without importing them, or torch).
+RECIPE_FIELDS = frozenset(n for n, f in FIELDS.items() if f.metadata["kind"] == RECIPE)
 
 
 class ResultError(Exception):
@@ -50,11 +55,32 @@ def check(result: dict, where: str = "result") -> dict:
 
 def upgrade(result: dict) -> dict:
     """A result as this version reads it: config fields added since it was written at their default (what runs
-    did then); a schema-1 result (the first release: methods dense and progressive) in schema 2."""
+    did then); a schema-1 result (the first release: methods dense and progressive) or a schema-2 one in
+    schema 3."""
     if not isinstance(result, dict) or not isinstance(result.get("config"), dict):
         return result
-    if result.get("schema") != 1:
-        return {**result, "config": upgrade_config(result["config"], result.get("precision", "fp32"))}
+    if result.get("schema") == 1:
+        result = upgrade_schema1(result)
+    result = {**result, "config": upgrade_config(result["config"], result.get("precision", "fp32"))}
+    if result.get("schema") == 2:
+        result = {**upgrade_state(result), "schema": SCHEMA}
+    return result
+
+
+def upgrade_state(state: dict) -> dict:
+    """A result's or checkpoint's history and mask events under this schema's names (schema 2 called the
+    events "prune_events" and each row's scheduled sparsity "target_sparsity")."""
+    state = dict(state)
+    if "prune_events" in state:
+        state["mask_events"] = state.pop("prune_events")
+    if "history" in state:
+        state["history"] = [{"round": 0, **{("scheduled_sparsity" if k == "target_sparsity" else k): v  # 1st
+                                            for k, v in row.items()}} for row in state["history"]]  # release: 1 round
+    return state
+
+
+def upgrade_schema1(result: dict) -> dict:
+    """A schema-1 result (the first release: methods dense and progressive) in schema 2."""
     result = dict(result)
     # Then, config["precision"] was the flag ("auto"); the run used bf16 exactly when auto met CUDA.
     device = str(result.get("device", ""))
@@ -65,7 +91,7 @@ def upgrade(result: dict) -> dict:
         label += f"-{config['schedule']}"
     epochs = result.get("epochs", config.get("epochs"))
     result.update(
-        schema=SCHEMA, config=config, precision=precision, label=label,
+        schema=2, config=config, precision=precision, label=label,
         epochs=epochs, epochs_trained=epochs,  # one cycle: every epoch was trained
         history=[{"round": 0, "target_sparsity": row.get("sparsity"), **row} for row in result.get("history", [])],
     )
@@ -99,12 +125,14 @@ def read_result(path: str) -> dict:
 
 
 def group_key(result: dict) -> tuple:
-    """What a group of runs shares: the whole recipe, method options included, everything but the seed."""
-    config = {k: v for k, v in result["config"].items() if k not in NOT_GROUPING}
+    """What a group of runs shares: the identity but the seed (task, recipe and options). An entry at None is
+    left out, so that a result that lacks an option (of another method, or added since) and one that holds it
+    at None group together."""
+    config = {k: v for k, v in result["config"].items() if k not in NOT_GROUPING and v is not None}
     config.update(dataset=result["dataset"], method=result["method"], target_sparsity=result["target_sparsity"])
     return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in config.items()))
 
 
 def recipe_key(result: dict) -> tuple:
-    """What runs of different methods must share to be compared: the group key without the method's options."""
-    return tuple((k, v) for k, v in group_key(result) if k not in METHOD_FIELDS and k != "target_sparsity")
+    """What runs of different methods must share to be compared: the group key's dataset and recipe."""
+    return tuple((k, v) for k, v in group_key(result) if k in RECIPE_FIELDS or k == "dataset")

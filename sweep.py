@@ -11,6 +11,7 @@ pool: every running job writes nothing beyond its last checkpoint, and the next 
 examples:
   python sweep.py --methods progressive,rigl,snip --targets 0.8,0.9,0.95 --seeds 42,123,456 \\
       --set schedule=linear,cubic -- --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
+  python sweep.py --methods progressive --set lr=0.1,0.05 -- --dataset mnist   # results/lr0.1/..., results/lr0.05/...
   python sweep.py ... --jobs 8 --devices cuda:0,cuda:1,cuda:2,cuda:3 -- --dataset cifar10
   python sweep.py ... --print-array > runs.txt      # one command per line, for a SLURM array (README)
 """
@@ -59,24 +60,69 @@ def split_list(text: str, flag: str, kind=str) -> list:
 
 
 def parse_sets(items: list[str]) -> dict[str, list[str]]:
-    """``--set key=v1,v2`` (repeatable) -> {key: [v1, v2]}; keys are config fields (dashes or underscores)."""
-    import config
+    """``--set key=v1,v2`` (repeatable) -> {key: [v1, v2]}; keys are flags' names (dashes or underscores)."""
     sets = {}
     for item in items:
         key, sep, values = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in config.FIELDS:
-            raise SweepError(f"--set {item!r}: expected FIELD=V1,V2 with a field of config.Config")
-        sets[key] = split_list(values, f"--set {key}")
+        if not sep:
+            raise SweepError(f"--set {item!r}: expected FIELD=V1,V2")
+        sets[key.strip().replace("-", "_")] = split_list(values, f"--set {key.strip()}")
     return sets
 
 
-def build_jobs(args, passthrough: list[str]) -> list[Job]:
-    """The grid, donors before the tickets that need them; each command checked by the script's own parser."""
-    import experiment
+NOT_SWEPT = {"seed": "--seeds", "method": "--methods", "target_sparsity": "--targets", "mask_from": "--donor"}
+
+
+def split_sets(sets: dict[str, list[str]], names: list[str]) -> tuple[dict, dict]:
+    """The swept fields as (common fields: every run, {name: values}; options: {method: {name: values}}), or
+    SweepError naming a field that no run of the grid takes as a flag."""
+    import config
     import methods
-    script = experiment.Script(SCRIPT, ("cifar10", "cifar100", "mnist", "fashion-mnist"), tuple(methods.METHODS),
-                               "", dataset_required=True)
+    common, options = {}, {name: {} for name in names}
+    for key, values in sets.items():
+        if key in NOT_SWEPT:
+            raise SweepError(f"--set {key}: sweep it with {NOT_SWEPT[key]}")
+        field = config.FIELDS.get(key)
+        if field is not None and field.metadata["flag"] and field.metadata["kind"] != config.RUN:
+            common[key] = values
+            continue
+        owners = [n for n in names if key in config.option_fields(methods.METHODS[n].Options)
+                  and config.option_fields(methods.METHODS[n].Options)[key].metadata["flag"]]
+        if not owners:
+            what = "a run field: give it after --" if key in config.FIELDS else \
+                f"neither a recipe field nor an option of {', '.join(names)}"
+            raise SweepError(f"--set {key}: {what}")
+        for n in owners:
+            options[n][key] = values
+    return common, options
+
+
+def combinations(values: dict[str, list[str]]) -> list[dict[str, str]]:
+    return [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
+
+
+def as_flags(combo: dict[str, str]) -> list[str]:
+    """Flags for a combination of swept values (a true/false value of an on/off flag: the flag or nothing)."""
+    import config
+    argv = []
+    for key, value in combo.items():
+        field = config.FIELDS.get(key)
+        if field is not None and field.metadata["type"] is bool:
+            if value.lower() not in ("true", "false"):
+                raise SweepError(f"--set {key}={value}: {key} is an on/off flag; its values are true, false")
+            argv += [f"--{key.replace('_', '-')}"] if value.lower() == "true" else []
+        else:
+            argv += [f"--{key.replace('_', '-')}", value]
+    return argv
+
+
+def build_jobs(args, passthrough: list[str]) -> list[Job]:
+    """The grid, donors before the tickets that need them; each command checked by the script's own parser. Runs
+    of other values of a swept recipe field go to their own results folder under --out (``lr0.05``, ...)."""
+    import harness
+    import methods
+    script = harness.Script(SCRIPT, ("cifar10", "cifar100", "mnist", "fashion-mnist"), tuple(methods.METHODS),
+                            "", dataset_required=True)
     names = split_list(args.methods, "--methods")
     unknown = [m for m in names if m not in methods.METHODS]
     if unknown:
@@ -86,51 +132,48 @@ def build_jobs(args, passthrough: list[str]) -> list[Job]:
     if bad:
         raise SweepError(f"--targets: {bad[0]} is not a sparsity in [0, 1)")
     seeds = split_list(args.seeds, "--seeds", int)
-    sets = parse_sets(args.set)
+    common, options = split_sets(parse_sets(args.set), names)
+    base_out = parse(script, ["--method", "dense", "--seed", "0", *passthrough]).out
     jobs = []
-    for name in sorted(names, key=lambda n: n == "ticket"):  # tickets last: they wait for donors
-        method = methods.METHODS[name]
-        own = {k: v for k, v in sets.items() if k in method.options and k not in method.derived}
-        combos = [dict(zip(own, values)) for values in itertools.product(*own.values())]
-        for target in (targets if method.prunes else [None]):  # dense: once per seed
-            for seed in seeds:
-                for combo in combos:
-                    jobs.append(make_job(script, name, target, seed, combo, passthrough, args.donor))
+    for recipe in combinations(common):
+        out = ["--out", os.path.join(base_out, "-".join(f"{k}{v}" for k, v in recipe.items()))] if recipe else []
+        for name in sorted(names, key=lambda n: n == "ticket"):  # tickets last: they wait for donors
+            method = methods.METHODS[name]
+            for target in (targets if method.prunes else [None]):  # dense: once per seed
+                for seed in seeds:
+                    for combo in combinations(options[name]):
+                        jobs.append(make_job(script, name, target, seed, as_flags({**recipe, **combo}),
+                                             passthrough + out, args.donor))
     return jobs
 
 
-def make_job(script, name: str, target, seed: int, combo: dict, passthrough: list[str], donor: str) -> Job:
+def make_job(script, name: str, target, seed: int, flags: list[str], passthrough: list[str], donor: str) -> Job:
     """One run's command; a ticket's names its donor's result (same target and seed), which it waits for."""
     import methods
+    from ticket import Ticket
     argv = ["--method", name, "--seed", str(seed)]
     if target is not None and name != "ticket":  # a ticket's target is its donor's
         argv += ["--target-sparsity", f"{target:g}"]
-    for key, value in combo.items():
-        argv += [f"--{key.replace('_', '-')}", value]
+    argv += flags
     waits_for = None
-    cfg = parse(script, argv + passthrough)
     if name == "ticket":
+        cfg = parse(script, argv + passthrough, read_files=False)  # the donor may not exist yet
         waits_for = os.path.join(cfg.out, cfg.dataset, f"{donor}-{target:g}", f"seed{seed}.json")
         argv += ["--mask-from", waits_for]
-        label = f"ticket-{cfg.reinit or 'donor'}-{donor}-{target:g}"
+        label = Ticket.label_for(cfg.options.reinit, f"{donor}-{target:g}")
     else:
-        label = methods.create(methods.resolve(cfg)).folder()
+        label = methods.create(parse(script, argv + passthrough)).folder()
     return Job(argv + passthrough, f"{label} seed {seed}", waits_for)
 
 
-def parse(script, argv: list[str]):
-    """The run's config as the script would parse it (before ticket donors exist): bad flags raise SweepError."""
+def parse(script, argv: list[str], read_files: bool = True):
+    """The run's completed config as the script would make it: bad flags raise SweepError."""
     import config
-    import methods
-    options = {name: methods.METHODS[name].options for name in script.methods}
+    import harness
     try:
-        cfg = config.parse_config(argv, script.name, "", script.datasets, options, None)
-        config.validate(cfg)
-        if cfg.method != "ticket":
-            methods.check_options(cfg)
+        return harness.parse(script, argv, read_files)
     except config.ConfigError as e:
         raise SweepError(f"{' '.join(argv)}: {e}") from None
-    return cfg
 
 
 def device_env(device: str, threads: int) -> tuple[dict, list[str]]:
@@ -215,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default="0.9", help="comma-separated target sparsities (dense runs once per seed)")
     p.add_argument("--seeds", default="42", help="comma-separated seeds")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=V1,V2",
-                   help="a method option over several values (only for methods that have it); repeatable")
+                   help="a recipe field (every run; each value in its own folder under --out) or a method option "
+                        "(the runs of methods that have it) over several values; repeatable")
     p.add_argument("--donor", default="progressive", help="ticket: the donor's folder label, same target and seed")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--devices", default="cpu", help="cpu, or cuda:0,cuda:1,... (jobs are spread over them)")

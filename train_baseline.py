@@ -16,12 +16,12 @@ examples:
       --mask-from results/mnist/progressive-0.744/seed42.json
 """
 
-import experiment
+import harness
 import methods
 
-SCRIPT = experiment.Script("train_baseline.py", ("cifar10", "cifar100", "mnist", "fashion-mnist"),
-                           tuple(methods.METHODS), __doc__.replace("{methods}", methods.describe(tuple(methods.METHODS))),
+SCRIPT = harness.Script("train_baseline.py", ("cifar10", "cifar100", "mnist", "fashion-mnist"),
+                        tuple(methods.METHODS), __doc__.replace("{methods}", methods.describe(tuple(methods.METHODS))),
                            dataset_required=True)
 
 if __name__ == "__main__":
-    raise SystemExit(experiment.main(SCRIPT))
+    raise SystemExit(harness.main(SCRIPT))

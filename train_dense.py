@@ -8,10 +8,10 @@ examples:
   python train_dense.py --dataset mnist --seed 42
 """
 
-import experiment
+import harness
 
-SCRIPT = experiment.Script("train_dense.py", ("cifar10", "cifar100", "mnist", "fashion-mnist"), ("dense",), __doc__,
+SCRIPT = harness.Script("train_dense.py", ("cifar10", "cifar100", "mnist", "fashion-mnist"), ("dense",), __doc__,
                         dataset_required=True)
 
 if __name__ == "__main__":
-    raise SystemExit(experiment.main(SCRIPT))
+    raise SystemExit(harness.main(SCRIPT))

@@ -17,6 +17,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import augment  # noqa: E402
 import data  # noqa: E402
 
 SPEC = data.DATASETS["cifar10"]
@@ -54,14 +55,14 @@ def torchvision_rate(images: np.ndarray, batch_size: int, workers: int) -> float
 def batched_rate(images: torch.Tensor, batch_size: int, device: torch.device) -> float:
     x = images.to(device)
     y = torch.zeros(len(x), dtype=torch.long, device=device)
-    augment = data.CifarTrainAugment(SPEC.mean, SPEC.std)
-    for _ in data.iterate_batches(x[:batch_size], y[:batch_size], batch_size, augment, torch.Generator()):
+    transform = augment.CifarTrainAugment(SPEC.mean, SPEC.std)
+    for _ in data.iterate_batches(x[:batch_size], y[:batch_size], batch_size, transform, torch.Generator()):
         pass  # warm-up (CUDA context, kernels)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     n = 0
-    for xb, _ in data.iterate_batches(x, y, batch_size, augment, data.epoch_generator(0, 0)):
+    for xb, _ in data.iterate_batches(x, y, batch_size, transform, data.epoch_generator(0, 0)):
         n += xb.shape[0]
     if device.type == "cuda":
         torch.cuda.synchronize()

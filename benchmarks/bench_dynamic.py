@@ -2,7 +2,7 @@
 
 For each method: the harness's run of ResNet-18 on synthetic data (paper's recipe for --dataset) at the target
 sparsity with an ERK mask; one training step (forward, backward, SGD step), timed --repeats times; then one
-mask update (methods.DynamicSparse.after_backward on an update step: dense-gradient scores or random ones,
+mask update (dynamic.DynamicSparse.after_backward on an update step: dense-gradient scores or random ones,
 drop and grow in every layer, optimizer state zeroed), timed --repeats times on fresh gradients. The figure
 that matters is the update's share of the --update-every steps it is amortised over (README: at most 1%).
 
@@ -19,27 +19,30 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import config  # noqa: E402
-import experiment  # noqa: E402
-import methods  # noqa: E402
+import data  # noqa: E402
+import devices  # noqa: E402
+import harness  # noqa: E402
+import train_baseline  # noqa: E402
 from bench_train import cpu_model, sync  # noqa: E402
 
 
-def make(args, method: str, device: torch.device) -> experiment.Run:
-    recipe = config.PAPER_RECIPES[args.dataset]
-    cfg = config.Config(dataset=args.dataset, method=method, width=args.width, seed=0, dummy=True, val_fraction=0.0,
-                        train_subset=recipe.batch_size * 4, device=device.type, target_sparsity=args.target)
-    cfg = experiment.resolve_precision(methods.resolve(config.with_recipe_defaults(cfg)), device)
-    run = experiment.make_run(cfg, device, {"checkpoint": ""})
+def make(args, method: str, device: torch.device) -> harness.Run:
+    images = config.PAPER_RECIPES[args.dataset].batch_size * 4
+    cfg = harness.parse(train_baseline.SCRIPT, [  # the command line's own path to a run's config
+        "--dataset", args.dataset, "--method", method, "--width", str(args.width), "--seed", "0", "--dummy",
+        "--val-fraction", "0", "--train-subset", str(images), "--device", device.type,
+        "--target-sparsity", str(args.target)])
+    run = harness.make_run(devices.resolve_precision(cfg, device), device, {"checkpoint": ""})
     run.method.start_round(run, 0)
     return run
 
 
-def one_step(run: experiment.Run, x, y, step: int, update: bool) -> float:
+def one_step(run: harness.Run, x, y, step: int, update: bool) -> float:
     """Seconds of one training step; with ``update``, of the mask update after its backward pass instead."""
     sync(run.device)
     t0 = time.perf_counter()
     run.method.start_step(run, step)
-    experiment.forward_backward(run, x, y)
+    harness.forward_backward(run, x, y)
     if update:
         sync(run.device)
         t0 = time.perf_counter()
@@ -59,15 +62,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    device = experiment.pick_device(args.device)
+    device = devices.pick_device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"{args.dataset}, ResNet-18 width {args.width}, target {args.target} (ERK), {device}, {where}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeats}")
     for name in ("rigl", "set"):
         run = make(args, name, device)
-        x, y = next(iter(experiment.data.iterate_batches(*run.data.train, run.config.batch_size,
-                                                         run.data.eval_transform)))
-        every = run.config.update_every
+        x, y = next(iter(data.iterate_batches(*run.data.train, run.config.batch_size, run.data.eval_transform)))
+        every = run.method.options.update_every
         one_step(run, x, y, 1, update=False)  # warm-up
         step_s = statistics.median(one_step(run, x, y, 1, update=False) for _ in range(args.repeats))
         update_s = statistics.median(one_step(run, x, y, every, update=True) for _ in range(args.repeats))

@@ -1,15 +1,15 @@
 """Training throughput of the harness next to a bare training step of the same model, on this machine.
 
-The harness figure is experiment.train_one_epoch on synthetic data with the paper's recipe: augmentation,
+The harness figure is harness.train_one_epoch on synthetic data with the paper's recipe: augmentation,
 the pruning reparametrisation (masks at 40%), forward, backward, SGD step, loss and accuracy bookkeeping. The
 bare figure is the same ResNet-18 and batch size, fed one fixed pre-made batch, with only forward, loss,
 backward and step, in each memory layout. The ratio of the harness to the bare step in the harness's layout
 (contiguous on the CPU unless --channels-last; channels_last on CUDA) is what the harness costs beyond the
 model itself.
-The harness is also timed with a no-op per-step hook (both of methods.Method's hooks, called every step) to
+The harness is also timed with a no-op per-step hook (both of method.Method's hooks, called every step) to
 show what the hook call costs. All are timed in turn, --repeats times, and each figure is a median; the
 extrapolation to a full run is an estimate. Last, one pruning update and one epoch-end mask-dynamics record
-(experiment.track_mask_dynamics: a ranking of every weight) are timed against an epoch.
+(record.track_mask_dynamics: a ranking of every weight) are timed against an epoch.
 
     python benchmarks/bench_train.py --dataset cifar10 --width 64 --images 512
 """
@@ -27,9 +27,10 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import config  # noqa: E402
 import data  # noqa: E402
-import experiment  # noqa: E402
-import methods  # noqa: E402
+import devices  # noqa: E402
+import harness  # noqa: E402
 import pruning  # noqa: E402
+import record  # noqa: E402
 from model import ResNet18  # noqa: E402
 
 
@@ -46,12 +47,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def harness_setup(args, device: torch.device) -> tuple[experiment.Run, "callable"]:
+def harness_setup(args, device: torch.device) -> tuple[harness.Run, "callable"]:
     """The harness on synthetic data, masks at 40%, warmed up; and a function timing one epoch of it."""
-    cfg = config.Config(dataset=args.dataset, method="progressive", width=args.width, seed=0, dummy=True,
-                        val_fraction=0.0, train_subset=args.images, device=device.type)
-    cfg = experiment.resolve_precision(methods.resolve(config.with_recipe_defaults(cfg)), device)
-    run = experiment.make_run(cfg, device, {"checkpoint": ""})  # "": no checkpoint, a fresh run
+    script = harness.Script("bench_train.py", tuple(config.PAPER_RECIPES), ("progressive",), "")
+    cfg = harness.parse(script, ["--dataset", args.dataset, "--width", str(args.width), "--seed", "0", "--dummy",
+                                 "--val-fraction", "0", "--train-subset", str(args.images), "--device", device.type])
+    run = harness.make_run(devices.resolve_precision(cfg, device), device, {"checkpoint": ""})  # "": a fresh run
     pruning.global_magnitude_prune(run.params, 0.4, optimizer=run.optimizer)
     epochs = iter(range(10**6))
     no_op = lambda run, step: None  # noqa: E731
@@ -60,7 +61,7 @@ def harness_setup(args, device: torch.device) -> tuple[experiment.Run, "callable
         run.method.start_step = run.method.after_backward = no_op if hook else None  # no schedule: masks fixed
         sync(device)
         t0 = time.perf_counter()
-        experiment.train_one_epoch(run, next(epochs))
+        harness.train_one_epoch(run, next(epochs))
         sync(device)
         return time.perf_counter() - t0
     one_epoch(False)  # warm-up
@@ -84,7 +85,7 @@ def bare_setup(args, device: torch.device, channels_last: bool, precision: str):
         sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
-            with experiment.autocast(device, precision):
+            with devices.autocast(device, precision):
                 loss = loss_fn(model(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -103,17 +104,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per figure (median reported)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    device = experiment.pick_device(args.device)
-    run, harness = harness_setup(args, device)
+    device = devices.pick_device(args.device)
+    run, time_epoch = harness_setup(args, device)
     bare = {cl: bare_setup(args, device, cl, run.config.precision) for cl in (False, True)}
     times = {"harness": [], "hooked": [], False: [], True: []}
     for _ in range(args.repeats):  # interleaved, so that drift of a noisy machine hits all alike
-        times["harness"].append(harness(False))
-        times["hooked"].append(harness(True))
+        times["harness"].append(time_epoch(False))
+        times["hooked"].append(time_epoch(True))
         for cl in (False, True):
             times[cl].append(bare[cl]())
     rate = args.images / statistics.median(times["harness"])
-    same_layout = experiment.channels_last(run.config, device)
+    same_layout = devices.channels_last(run.config, device)
     bare_rate = args.images / statistics.median(times[same_layout])  # the bare step in the harness's layout
     layout = "channels_last" if same_layout else "contiguous"
     recipe = config.PAPER_RECIPES[args.dataset]
@@ -129,7 +130,7 @@ def main() -> None:
     n_train = round(data.DATASETS[args.dataset].train_size * (1 - 0.11))
     epoch_s = n_train / rate
     for what, work in (("one pruning update", lambda: pruning.global_magnitude_prune(run.params, 0.5, run.optimizer)),
-                       ("one mask-dynamics record", lambda: experiment.track_mask_dynamics(run, 2, 10))):
+                       ("one mask-dynamics record", lambda: record.track_mask_dynamics(run, 2, 10))):
         sync(device)
         t0 = time.perf_counter()
         work()

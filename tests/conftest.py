@@ -98,3 +98,9 @@ def cifar10_root(tmp_path, monkeypatch):
 @pytest.fixture
 def mnist_idx_dir(tmp_path):
     return write_mnist_idx_folder(str(tmp_path / "mnist-idx"))
+
+
+@pytest.fixture(scope="session")
+def mnist_data(tmp_path_factory):
+    """The tiny MNIST-format folder, written once for every test that only reads it."""
+    return write_mnist_idx_folder(str(tmp_path_factory.mktemp("mnist-idx")))

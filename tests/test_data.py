@@ -8,6 +8,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+import augment
 import data
 from conftest import FASHION_MNIST_DIR, write_idx, write_mnist_idx_folder
 
@@ -38,7 +39,7 @@ def test_cifar100_pickles_load_through_torchvision(cifar100_root):
     assert splits["test"][0].shape == (100, 3, 32, 32)
     d = data.prepare_data("cifar100", cifar100_root, download=False, val_fraction=0.0, seed=0)
     assert d.num_classes == 100 and d.in_channels == 3 and d.train[0].shape[0] == 300
-    assert isinstance(d.train_transform, data.CifarTrainAugment)  # the CIFAR-10 recipe's augmentation
+    assert isinstance(d.train_transform, augment.CifarTrainAugment)  # the CIFAR-10 recipe's augmentation
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -140,7 +141,7 @@ ZERO = torch.zeros(6, dtype=torch.long)
 def test_crop_matches_torchvision():
     x = random_float_images()
     top, left = torch.tensor([0, 1, 4, 8, 3, 7]), torch.tensor([8, 0, 4, 2, 5, 1])
-    out = data.crop_flip_rotate(x, top, left, NO, padding=4)
+    out = augment.crop_flip_rotate(x, top, left, NO, padding=4)
     for i in range(len(x)):
         assert torch.equal(out[i], TF.crop(TF.pad(x[i], [4]), int(top[i]), int(left[i]), 32, 32))
 
@@ -148,7 +149,7 @@ def test_crop_matches_torchvision():
 def test_hflip_matches_torchvision():
     x = random_float_images()
     flip = torch.tensor([True, False, True, True, False, False])
-    out = data.crop_flip_rotate(x, ZERO, ZERO, flip)
+    out = augment.crop_flip_rotate(x, ZERO, ZERO, flip)
     for i in range(len(x)):
         assert torch.equal(out[i], TF.horizontal_flip(x[i]) if flip[i] else x[i])
 
@@ -158,7 +159,7 @@ def test_rotate_matches_torchvision_nearest_fill_0():
     x = torch.rand(64, 3, 32, 32, generator=gen)
     degrees = torch.cat([torch.tensor([-15.0, -7.3, 0.0, 3.3, 11.9, 15.0, 90.0, -45.0]),
                          torch.rand(56, generator=gen) * 30 - 15])
-    out = data.crop_flip_rotate(x, torch.zeros(64, dtype=torch.long), torch.zeros(64, dtype=torch.long),
+    out = augment.crop_flip_rotate(x, torch.zeros(64, dtype=torch.long), torch.zeros(64, dtype=torch.long),
                                 torch.zeros(64, dtype=torch.bool), degrees)
     for i in range(len(x)):
         ref = TF.rotate(x[i], float(degrees[i]), interpolation=TF.InterpolationMode.NEAREST, fill=0)
@@ -170,7 +171,7 @@ def test_crop_flip_rotate_equals_the_three_torchvision_ops_in_sequence():
     top, left = torch.tensor([0, 8, 4, 2, 3, 7]), torch.tensor([8, 0, 4, 6, 5, 1])
     flip = torch.tensor([True, False, True, False, True, False])
     degrees = torch.tensor([-15.0, 14.2, 0.0, -3.3, 9.9, 15.0])
-    out = data.crop_flip_rotate(x, top, left, flip, degrees, padding=4)
+    out = augment.crop_flip_rotate(x, top, left, flip, degrees, padding=4)
     for i in range(len(x)):
         ref = TF.crop(TF.pad(x[i], [4]), int(top[i]), int(left[i]), 32, 32)
         ref = TF.horizontal_flip(ref) if flip[i] else ref
@@ -179,10 +180,10 @@ def test_crop_flip_rotate_equals_the_three_torchvision_ops_in_sequence():
 
 
 @pytest.mark.parametrize("ours, theirs, factors", [
-    (data.adjust_brightness, TF.adjust_brightness, [0.8, 0.9, 1.0, 1.1, 1.2, 1.17]),
-    (data.adjust_contrast, TF.adjust_contrast, [0.8, 0.9, 1.0, 1.1, 1.2, 0.83]),
-    (data.adjust_saturation, TF.adjust_saturation, [0.8, 0.9, 1.0, 1.1, 1.2, 0.95]),
-    (data.adjust_hue, TF.adjust_hue, [-0.1, -0.05, 0.0, 0.03, 0.1, 0.5]),
+    (augment.adjust_brightness, TF.adjust_brightness, [0.8, 0.9, 1.0, 1.1, 1.2, 1.17]),
+    (augment.adjust_contrast, TF.adjust_contrast, [0.8, 0.9, 1.0, 1.1, 1.2, 0.83]),
+    (augment.adjust_saturation, TF.adjust_saturation, [0.8, 0.9, 1.0, 1.1, 1.2, 0.95]),
+    (augment.adjust_hue, TF.adjust_hue, [-0.1, -0.05, 0.0, 0.03, 0.1, 0.5]),
 ])
 def test_color_ops_match_torchvision(ours, theirs, factors):
     x = random_float_images()
@@ -194,9 +195,9 @@ def test_color_ops_match_torchvision(ours, theirs, factors):
 
 def test_color_jitter_applies_each_images_own_order():
     x = random_float_images()
-    factors, order = data.sample_jitter_params(len(x), torch.Generator().manual_seed(1))
+    factors, order = augment.sample_jitter_params(len(x), torch.Generator().manual_seed(1))
     assert sorted(map(tuple, order.tolist())) != [tuple(range(4))] * len(x)  # orders do differ
-    out = data.color_jitter(x, factors, order)
+    out = augment.color_jitter(x, factors, order)
     ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
     for i in range(len(x)):
         ref = x[i]
@@ -209,14 +210,14 @@ def test_color_jitter_applies_each_images_own_order():
 def test_erase_matches_torchvision():
     x = random_float_images()
     boxes = torch.tensor([[0, 0, 5, 7], [3, 4, 10, 2], [0, 0, 0, 0], [20, 20, 12, 12], [1, 2, 31, 31], [5, 5, 1, 1]])
-    out = data.erase(x, boxes)
+    out = augment.erase(x, boxes)
     for i in range(len(x)):
         top, left, h, w = boxes[i].tolist()
         assert torch.equal(out[i], TF.erase(x[i], top, left, h, w, torch.tensor(0.0)) if h else x[i])
 
 
 def test_erasing_boxes_follow_random_erasing():
-    boxes = data.sample_erasing_boxes(4000, 32, 32, torch.Generator().manual_seed(0))
+    boxes = augment.sample_erasing_boxes(4000, 32, 32, torch.Generator().manual_seed(0))
     top, left, h, w = boxes.unbind(1)
     erased = h > 0
     assert 0.45 < erased.float().mean() < 0.55  # p = 0.5
@@ -228,17 +229,17 @@ def test_erasing_boxes_follow_random_erasing():
 def test_normalize_matches_torchvision():
     x = random_float_images()
     mean, std = data.DATASETS["cifar10"].mean, data.DATASETS["cifar10"].std
-    assert torch.allclose(data.normalize(x, mean, std), TF.normalize(x, list(mean), list(std)), atol=1e-6)
+    assert torch.allclose(augment.normalize(x, mean, std), TF.normalize(x, list(mean), list(std)), atol=1e-6)
 
 
 def test_train_transforms_shapes_and_flip_switch():
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
-    out = data.CifarTrainAugment((0.5,) * 3, (0.25,) * 3)(images, torch.Generator().manual_seed(0))
+    out = augment.CifarTrainAugment((0.5,) * 3, (0.25,) * 3)(images, torch.Generator().manual_seed(0))
     assert out.shape == (8, 3, 32, 32) and out.dtype == torch.float32
     digits = torch.randint(0, 256, (64, 1, 32, 32), dtype=torch.uint8)
-    plain = data.DigitsTrainAugment((0.0,), (1.0,), hflip=False)(digits, torch.Generator().manual_seed(0))
+    plain = augment.DigitsTrainAugment((0.0,), (1.0,), hflip=False)(digits, torch.Generator().manual_seed(0))
     assert torch.allclose(plain, digits.float() / 255)
-    flipped = data.DigitsTrainAugment((0.0,), (1.0,), hflip=True)(digits, torch.Generator().manual_seed(0))
+    flipped = augment.DigitsTrainAugment((0.0,), (1.0,), hflip=True)(digits, torch.Generator().manual_seed(0))
     assert not torch.allclose(flipped, plain)
 
 
@@ -271,7 +272,7 @@ def test_loader_covers_every_sample_once_without_dropping_the_last_batch(cifar10
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_augmentation_on_cuda_matches_cpu():
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    aug = data.CifarTrainAugment((0.5,) * 3, (0.25,) * 3)
+    aug = augment.CifarTrainAugment((0.5,) * 3, (0.25,) * 3)
     cpu = aug(images, torch.Generator().manual_seed(0))
     gpu = aug(images.cuda(), torch.Generator().manual_seed(0))
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-4)

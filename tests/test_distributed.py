@@ -8,8 +8,6 @@ and gradients are compared, before any update can amplify that rounding (float32
 CPU's kernels, so no whole-epoch float is compared.
 """
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,31 +22,17 @@ from torch import nn
 import config as config_module
 import data
 import distributed
-import experiment
+import harness
 import methods
 import pruning
 from distributed import World
+from helpers import ROOT, N_PRUNABLE, read_json, strip_times, tiny as tiny_run, torchrun
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def torchrun(*argv: str, script: str = "train_mnist.py", nproc: int = 2, wait: bool = True):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script, *argv]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if wait:
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+slow = pytest.mark.slow  # several processes
 
 
 def tiny(data_dir, out, *extra: str) -> list[str]:
-    return ["--data-dir", str(data_dir), "--no-download", "--width", "8", "--batch-size", "32", "--val-fraction",
-            "0.1", "--out", str(out), "--device", "cpu", "--target-sparsity", "0.5", *extra]
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+    return tiny_run(data_dir, out, "--target-sparsity", "0.5", *extra)  # epochs: given by each test
 
 
 def test_shards_partition_every_batch():
@@ -89,12 +73,14 @@ def _mismatch_worker(rank: int, init_file: str, results: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@slow
 def test_different_masks_on_two_ranks_stop_both(tmp_path):
     mp.spawn(_mismatch_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):
         assert "the ranks' masks differ in the test" in (tmp_path / f"rank{rank}").read_text()
 
 
+@slow
 def test_two_processes_train_one_run_like_one_process(mnist_idx_dir, tmp_path):
     done = torchrun(*tiny(mnist_idx_dir, tmp_path / "two", "--epochs", "2"))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -123,12 +109,13 @@ def first_step(rank: int, size: int, data_dir: str, init_file: str | None) -> di
         torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
         world = World(rank, size, rank, "gloo")
     config = config_module.Config(dataset="mnist", method="progressive", width=8, batch_size=32, seed=42,
-                                  data_dir=data_dir, no_download=True, val_fraction=0.1, device="cpu")
-    config = methods.resolve(config_module.with_recipe_defaults(config)).replace(precision="fp32")
-    run = experiment.make_run(config, torch.device("cpu"), {"checkpoint": ""}, world)
+                                  data_dir=data_dir, no_download=True, val_fraction=0.1, device="cpu",
+                                  options=methods.Progressive.Options())
+    config = methods.complete(config).replace(precision="fp32")
+    run = harness.make_run(config, torch.device("cpu"), {"checkpoint": ""}, world)
     run.train_net.train()
     x, y = next(data.iterate_batches(*run.data.train, 32, run.data.train_transform, data.epoch_generator(42, 0)))
-    loss, _, shard = experiment.forward_backward(run, x, y)
+    loss, _, shard = harness.forward_backward(run, x, y)
     total = distributed.all_reduce_sum((loss * shard.shape[0] / y.shape[0]).double().reshape(1), world)
     grads = {name: p.grad.clone() for name, p in run.model.named_parameters()}
     if size > 1:
@@ -140,6 +127,7 @@ def _first_step_worker(rank: int, data_dir: str, init_file: str, out: str) -> No
     torch.save(first_step(rank, 2, data_dir, init_file), Path(out, f"rank{rank}.pt"))
 
 
+@slow
 def test_the_first_step_on_two_processes_is_the_one_process_step(mnist_idx_dir, tmp_path):
     mp.spawn(_first_step_worker, args=(mnist_idx_dir, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     one = first_step(0, 1, mnist_idx_dir, None)
@@ -164,6 +152,7 @@ def _empty_shard_worker(rank: int, init_file: str, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@slow
 def test_an_empty_shard_adds_nothing_to_global_batchnorm(tmp_path):
     mp.spawn(_empty_shard_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     torch.manual_seed(0)
@@ -181,6 +170,7 @@ def test_an_empty_shard_adds_nothing_to_global_batchnorm(tmp_path):
     assert got[1]["out"].shape == (0, 4, 5, 5)
 
 
+@slow
 def test_a_last_global_batch_smaller_than_the_world_trains(mnist_idx_dir, tmp_path):
     # 97 training images at batch 32: a last global batch of 1, so rank 1's shard of it is empty.
     done = torchrun(*tiny(mnist_idx_dir, tmp_path, "--epochs", "1", "--train-subset", "97", "--val-fraction", "0"))
@@ -191,6 +181,7 @@ def test_a_last_global_batch_smaller_than_the_world_trains(mnist_idx_dir, tmp_pa
 FOLDER = "progressive-every4-end0.7-0.5"
 
 
+@slow
 def test_a_killed_torchrun_job_resumes_to_the_same_result(mnist_idx_dir, tmp_path):
     # a step schedule: masks change inside epochs, and every rank's masks are compared after each event
     args = ("--epochs", "5", "--seed", "3", "--prune-every", "4", "--prune-end", "0.7")
@@ -211,22 +202,44 @@ def test_a_killed_torchrun_job_resumes_to_the_same_result(mnist_idx_dir, tmp_pat
     assert again.returncode == 0 and "resuming" in again.stdout, again.stderr[-2000:]
     a = read_json(tmp_path / "whole" / "mnist" / FOLDER / "seed3.json")
     b = read_json(tmp_path / "killed" / "mnist" / FOLDER / "seed3.json")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(a["history"]) == strip(b["history"]) and a["test_loss"] == b["test_loss"]
-    assert a["mask_checks"] == b["mask_checks"] and a["prune_events"] == b["prune_events"]
+    assert strip_times(a["history"]) == strip_times(b["history"]) and a["test_loss"] == b["test_loss"]
+    assert a["mask_checks"] == b["mask_checks"] and a["mask_events"] == b["mask_events"]
     assert all(len(m["checksums"]) == 2 and len(set(m["checksums"])) == 1 for m in a["mask_checks"])
-    assert [e["step"] for e in a["prune_events"]] == [0, 4, 8, 12, 16, 20, 21]  # end: round(0.7 * 30)
+    assert [e["step"] for e in a["mask_events"]] == [0, 4, 8, 12, 16, 20, 21]  # end: round(0.7 * 30)
     assert len({m["checksums"][0] for m in a["mask_checks"]}) == 4  # masks moved inside epochs 1-4, then stayed
 
 
-def test_every_method_runs_under_torchrun(mnist_idx_dir, tmp_path):
-    done = torchrun("--dataset", "mnist", "--method", "snip", *tiny(mnist_idx_dir, tmp_path, "--epochs", "1"),
-                    script="train_baseline.py")
+OTHER_METHODS = {  # flags of every method not run under torchrun elsewhere in this file (progressive, rigl)
+    "dense": [], "oneshot": ["--epochs", "2"], "snip": [], "random": ["--distribution", "erk"],
+    "imp": ["--rounds", "1"], "set": ["--update-every", "2", "--epochs", "2"], "ticket": [],
+}
+
+
+@slow
+@pytest.mark.parametrize("method", sorted(OTHER_METHODS))
+def test_every_method_runs_under_torchrun(mnist_data, tmp_path, method):
+    assert set(OTHER_METHODS) | {"progressive", "rigl"} == set(methods.METHODS)  # every method, here or below
+    extra = OTHER_METHODS[method] + ([] if method in ("dense", "ticket") else ["--target-sparsity", "0.5"])
+    if method == "ticket":  # a donor of its own: a one-process progressive run
+        assert harness.main(methods_script(), ["--dataset", "mnist", "--method", "progressive",
+                                               *tiny(mnist_data, tmp_path / "donor", "--epochs", "1")]) == 0
+        extra = ["--mask-from", str(tmp_path / "donor" / "mnist" / "progressive-0.5" / "seed42.json")]
+    done = torchrun("--dataset", "mnist", "--method", method,
+                    *tiny_run(mnist_data, tmp_path, "--epochs", "1", *extra), script="train_baseline.py")
     assert done.returncode == 0, done.stderr[-2000:]
-    result = read_json(tmp_path / "mnist" / "snip-0.5" / "seed42.json")
-    assert result["world_size"] == 2 and result["history"][0]["sparsity"] == round(0.5 * 175_048) / 175_048
+    (path,) = (tmp_path / "mnist").rglob("seed42.json")
+    result = read_json(path)
+    target = 0.0 if method == "dense" else 0.5
+    assert result["world_size"] == 2 and result["final_sparsity"] == round(target * N_PRUNABLE) / N_PRUNABLE
+    assert all(len(m["checksums"]) == 2 and len(set(m["checksums"])) == 1 for m in result["mask_checks"])
 
 
+def methods_script():
+    import train_baseline
+    return train_baseline.SCRIPT
+
+
+@slow
 def test_rigl_under_torchrun_keeps_identical_masks_through_its_updates(mnist_idx_dir, tmp_path):
     # RigL's dense-gradient scores are all-reduced before ranking; every rank's masks are compared after each
     # update (a mismatch stops the run: test_different_masks_on_two_ranks_stop_both) and before every checkpoint
@@ -234,12 +247,13 @@ def test_rigl_under_torchrun_keeps_identical_masks_through_its_updates(mnist_idx
                     *tiny(mnist_idx_dir, tmp_path, "--epochs", "2"), script="train_baseline.py")
     assert done.returncode == 0, done.stderr[-2000:]
     result = read_json(tmp_path / "mnist" / "rigl-every2-0.5" / "seed42.json")
-    assert [e["step"] for e in result["prune_events"]] == [0, 2, 4, 6, 8]
+    assert [e["step"] for e in result["mask_events"]] == [0, 2, 4, 6, 8]
     assert all(len(m["checksums"]) == 2 and len(set(m["checksums"])) == 1 for m in result["mask_checks"])
     assert result["mask_checks"][0]["checksums"] != result["mask_checks"][1]["checksums"]  # the mask moved
     assert sum(row["regrown"] for row in result["history"]) > 0
 
 
+@slow
 def test_a_global_batch_the_processes_cannot_share_is_refused(mnist_idx_dir, tmp_path):
     done = torchrun(*tiny(mnist_idx_dir, tmp_path, "--epochs", "1", "--batch-size", "33"))
     assert done.returncode != 0

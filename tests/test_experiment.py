@@ -7,14 +7,15 @@ import os
 import pytest
 import torch
 
-import experiment
+import harness
 import pruning
-from pruning import expand_state_dict
 import results
 import train_cifar10
 import train_dense
 import train_mnist
-from conftest import FASHION_MNIST_DIR, write_mnist_idx_folder
+from conftest import FASHION_MNIST_DIR
+from helpers import (assert_bit_identical, kill_after_checkpoint, load_model, read_json,
+                     tiny as tiny_run, whole_and_resumed)
 from model import ResNet18
 
 SCRIPTS = {"cifar10": train_cifar10.SCRIPT, "mnist": train_mnist.SCRIPT, "dense": train_dense.SCRIPT}
@@ -28,22 +29,11 @@ HISTORY_KEYS = set(results.HISTORY_KEYS)
 
 
 def run(script: str, *argv: str) -> int:
-    return experiment.main(SCRIPTS[script], list(argv))
+    return harness.main(SCRIPTS[script], list(argv))
 
 
-def tiny(data_dir: str, out: str, *extra: str) -> list[str]:
-    # CPU by default, also on a GPU machine: resume must be bit-identical, which CUDA kernels do not promise.
-    return ["--data-dir", data_dir, "--no-download", "--width", "8", "--epochs", "2", "--batch-size", "32",
-            "--val-fraction", "0.1", "--out", str(out), "--device", "cpu", *extra]
-
-
-def load_model(path):
-    return expand_state_dict(torch.load(path, weights_only=True))
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+def tiny(data_dir, out, *extra: str) -> list[str]:
+    return tiny_run(data_dir, out, *extra, epochs=2)
 
 
 def check_result(result: dict, epochs: int) -> None:
@@ -104,33 +94,14 @@ def test_cubic_schedule_reaches_the_target(mnist_idx_dir, tmp_path):
     result = read_json(tmp_path / "mnist" / "progressive-cubic-0.744" / "seed42.json")  # not the linear run's folder
     check_result(result, epochs=3)
     assert result["label"] == "progressive-cubic" and result["config"]["schedule"] == "cubic"
-    assert result["history"][1]["target_sparsity"] == pytest.approx(0.744 * (1 - 0.5 ** 3))
+    assert result["history"][1]["scheduled_sparsity"] == pytest.approx(0.744 * (1 - 0.5 ** 3))
 
 
 def test_kill_and_resume_gives_the_same_result(cifar10_root, tmp_path, monkeypatch):
-    args = ["--epochs", "3", "--seed", "7"]
-    assert run("cifar10", *tiny(cifar10_root, tmp_path / "whole", *args)) == 0
-    real_save = experiment.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        if state["epoch"] == 2:
-            raise KeyboardInterrupt  # killed right after the checkpoint of epoch 2
-    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
-    assert run("cifar10", *tiny(cifar10_root, tmp_path / "killed", *args)) == 130
-    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
-    ckpt = tmp_path / "killed" / "cifar10" / "progressive-0.796" / "seed7.ckpt.pt"
-    assert ckpt.exists() and not ckpt.with_name("seed7.json").exists()
-    assert run("cifar10", *tiny(cifar10_root, tmp_path / "killed", *args)) == 0
-    whole = read_json(tmp_path / "whole" / "cifar10" / "progressive-0.796" / "seed7.json")
-    resumed = read_json(tmp_path / "killed" / "cifar10" / "progressive-0.796" / "seed7.json")
-    for key in ("test_accuracy", "test_loss", "final_sparsity", "params_nonzero", "best_val_accuracy", "per_layer"):
-        assert whole[key] == resumed[key], key
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(whole["history"]) == strip(resumed["history"])  # bit-identical on CPU
-    a = load_model(tmp_path / "whole" / "cifar10" / "progressive-0.796" / "seed7.model.pt")
-    b = load_model(tmp_path / "killed" / "cifar10" / "progressive-0.796" / "seed7.model.pt")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    whole, resumed, a, b = whole_and_resumed(  # killed right after the checkpoint of epoch 2
+        monkeypatch, tmp_path, lambda out: tiny(cifar10_root, out, "--epochs", "3", "--seed", "7"),
+        ("cifar10", "progressive-0.796"), 7, lambda state: state["epoch"] == 2, script=train_cifar10.SCRIPT)
+    assert_bit_identical(whole, resumed, a, b)  # bit-identical on CPU
 
 
 def test_finished_run_is_skipped_and_force_reruns(mnist_idx_dir, tmp_path, capsys):
@@ -145,7 +116,7 @@ def test_finished_run_is_skipped_and_force_reruns(mnist_idx_dir, tmp_path, capsy
 
 def poison(monkeypatch, at_epoch: int, what: str):
     """Make epoch ``at_epoch`` (0-based) diverge: NaN weights before training, or NaN weights after it."""
-    real_train = experiment.train_one_epoch
+    real_train = harness.train_one_epoch
 
     def train(run, epoch):
         if epoch == at_epoch and what == "before":
@@ -156,7 +127,7 @@ def poison(monkeypatch, at_epoch: int, what: str):
             with torch.no_grad():
                 run.model.linear.bias.fill_(float("inf"))
         return out
-    monkeypatch.setattr(experiment, "train_one_epoch", train)
+    monkeypatch.setattr(harness, "train_one_epoch", train)
 
 
 def test_divergence_stops_with_the_last_good_checkpoint_kept(mnist_idx_dir, tmp_path, monkeypatch, capsys):
@@ -175,49 +146,6 @@ def test_non_finite_weights_stop_the_run_and_are_never_checkpointed(mnist_idx_di
     err = capsys.readouterr().err
     assert "in epoch 1" in err and "no checkpoint was written" in err and "is intact" not in err
     assert not (tmp_path / "mnist" / "progressive-0.744" / "seed42.ckpt.pt").exists()
-
-
-@pytest.mark.parametrize("bad, message", [
-    (["--target-sparsity", "1.0"], "--target-sparsity must be in [0, 1)"),
-    (["--target-sparsity", "-0.1"], "--target-sparsity must be in [0, 1)"),
-    (["--epochs", "0"], "--epochs must be positive"),
-    (["--batch-size", "-4"], "--batch-size must be positive"),
-    (["--lr", "0"], "--lr must be positive"),
-    (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
-    (["--val-fraction", "1.5"], "--val-fraction must be in [0, 1)"),
-    (["--seed", str(2**32)], "--seed must be in [0, 2**32)"),
-    (["--seed", "-1"], "--seed must be in [0, 2**32)"),
-    (["--momentum", "-0.1"], "--momentum must be >= 0"),
-    (["--weight-decay=-1e-4"], "--weight-decay must be >= 0"),
-    (["--label-smoothing", "nan"], "--label-smoothing must be in [0, 1), got nan"),
-    (["--label-smoothing", "1.0"], "--label-smoothing must be in [0, 1)"),
-    (["--lr", "inf"], "--lr must be positive"),
-    (["--train-subset", "20", "--val-fraction", "0.98"], "leaves an empty split"),
-])
-def test_bad_arguments_are_one_line_errors_and_touch_nothing(mnist_idx_dir, tmp_path, capsys, bad, message):
-    assert run("mnist", *tiny(mnist_idx_dir, tmp_path)) == 0
-    path = tmp_path / "mnist" / "progressive-0.744" / "seed42.json"
-    before = path.read_bytes()
-    capsys.readouterr()
-    assert run("mnist", *tiny(mnist_idx_dir, tmp_path), *bad) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
-    assert path.read_bytes() == before
-
-
-@pytest.mark.parametrize("bad, message", [
-    (["--train-subset", "10", "--val-fraction", "0.1"], "the validation split would hold 1 image(s) of 1 class(es)"),
-    (["--train-subset", "1", "--val-fraction", "0"], "the training split would hold 1 image(s) of 1 class(es)"),
-])
-def test_splits_too_small_to_learn_or_measure_are_refused(mnist_idx_dir, tmp_path, capsys, bad, message):
-    assert run("mnist", *tiny(mnist_idx_dir, tmp_path), *bad) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and not list(tmp_path.rglob("*.json"))
-
-
-def test_subset_larger_than_the_data(mnist_idx_dir, tmp_path, capsys):
-    assert run("mnist", *tiny(mnist_idx_dir, tmp_path, "--train-subset", "100000")) == 2
-    assert "--train-subset must be between 1 and 200" in capsys.readouterr().err
 
 
 def test_missing_data_offline(tmp_path, capsys):
@@ -241,7 +169,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused(mnist_idx_dir, tmp_path, capsy
     assert (folder / "seed42.ckpt.pt").read_bytes() == b"\x00garbage"  # not deleted behind the user's back
     # A checkpoint of another config (here: another width) is refused, never mixed in.
     (folder / "seed42.ckpt.pt").unlink()
-    restore = kill_after_first_checkpoint(monkeypatch)
+    restore = kill_after_checkpoint(monkeypatch)
     assert run("mnist", *tiny(mnist_idx_dir, tmp_path)) == 130
     restore()
     capsys.readouterr()
@@ -266,6 +194,7 @@ def test_dense_requires_a_dataset(capsys):
     assert "--dataset" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # real data, 3 epochs
 @pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR),
                     reason=f"{FASHION_MNIST_DIR} absent (apt-get install dataset-fashion-mnist)")
 def test_real_fashion_mnist_training_beats_chance(tmp_path):
@@ -273,7 +202,7 @@ def test_real_fashion_mnist_training_beats_chance(tmp_path):
             "--epochs", "3", "--train-subset", "3000", "--out", str(tmp_path)]
     assert run("mnist", *argv) == 0
     result = read_json(tmp_path / "fashion-mnist" / "progressive-0.744" / "seed42.json")
-    assert result["test_accuracy"] > 60.0  # chance is 10%; measured 77.19% with this config on the CPU
+    assert result["test_accuracy"] > 60.0  # chance is 10%; measured 76.00-77.19% on the CPUs tried
     assert result["params_prunable"] - result["params_nonzero"] == round(0.744 * result["params_prunable"])
 
 
@@ -293,18 +222,8 @@ def test_train_on_cuda_end_to_end(cifar10_root, tmp_path):
     assert result["precision"] == "bf16" and result["device"].startswith("cuda")
 
 
-def kill_after_first_checkpoint(monkeypatch):
-    real_save = experiment.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
-    return lambda: monkeypatch.setattr(experiment, "save_checkpoint", real_save)
-
-
 def test_a_run_started_in_fp32_is_not_resumed_in_bf16(mnist_idx_dir, tmp_path, monkeypatch, capsys):
-    restore = kill_after_first_checkpoint(monkeypatch)
+    restore = kill_after_checkpoint(monkeypatch)
     assert run("mnist", *tiny(mnist_idx_dir, tmp_path)) == 130  # auto on the CPU: fp32
     restore()
     capsys.readouterr()
@@ -314,20 +233,6 @@ def test_a_run_started_in_fp32_is_not_resumed_in_bf16(mnist_idx_dir, tmp_path, m
     assert read_json(tmp_path / "mnist" / "progressive-0.744" / "seed42.json")["config"]["precision"] == "fp32"
 
 
-def test_real_runs_aggregate(mnist_idx_dir, tmp_path, capsys):
-    import aggregate
-    for seed in ("1", "2"):
-        assert run("dense", "--dataset", "mnist", *tiny(mnist_idx_dir, tmp_path, "--seed", seed)) == 0
-        assert run("mnist", *tiny(mnist_idx_dir, tmp_path, "--seed", seed, "--target-sparsity", "0.5")) == 0
-    capsys.readouterr()
-    assert aggregate.main([str(tmp_path), "--strict", "--format", "json", "-o", str(tmp_path / "t.json")]) == 0
-    tables = read_json(tmp_path / "t.json")["tables"]
-    assert [(r["method"], r["n"], r["epochs_trained"]) for r in tables["main"]] == [("dense", 2, 2), ("progressive", 2, 2)]
-    (row,) = tables["comparison"]
-    assert row["method"] == "progressive" and row["dense_n"] == 2 and row["target_sparsity"] == 0.5
-    assert row["dense_welch_p"] is None or 0.0 <= row["dense_welch_p"] <= 1.0
-
-
 def test_progress_bar_only_on_a_terminal(monkeypatch):
     from types import SimpleNamespace
 
@@ -335,9 +240,9 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
     run_ = SimpleNamespace(world=World())
     batches = iter(range(3))
     monkeypatch.setattr("sys.stdout.isatty", lambda: False)
-    assert experiment.progress(batches, run_, 3, "epoch 1") is batches  # logs and CI: unchanged lines
+    assert harness.progress(batches, run_, 3, "epoch 1") is batches  # logs and CI: unchanged lines
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
-    bar = experiment.progress(batches, run_, 3, "epoch 1")
+    bar = harness.progress(batches, run_, 3, "epoch 1")
     assert type(bar).__name__ == "tqdm" and bar.total == 3
     bar.close()
-    assert experiment.progress(batches, SimpleNamespace(world=World(rank=1, size=2)), 3, "x") is batches
+    assert harness.progress(batches, SimpleNamespace(world=World(rank=1, size=2)), 3, "x") is batches

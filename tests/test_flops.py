@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import flops
 import pruning
 from model import ResNet18
-from test_methods import baseline, read_json, run
+from helpers import baseline, read_json, run
 
 
 def counter_macs(model: nn.Module, input_shape) -> int:

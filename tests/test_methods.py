@@ -1,61 +1,31 @@
 """Each training method of methods.py, end to end through train_baseline.py on tiny MNIST-format data, checked
 against its own invariant: when it prunes, to what, whether its mask stays fixed, what it rewinds to."""
 
-import json
-
 import pytest
 import torch
 
 import aggregate
-import experiment
-import methods
+import harness
 import pruning
-from pruning import expand_state_dict
-import train_baseline
+import ticket
 import train_mnist
+from helpers import (N_PRUNABLE, assert_bit_identical, baseline, config_of, load_model, masked, read_json, run,
+                     tiny, whole_and_resumed)
 from model import ResNet18
-
-N_PRUNABLE = 175_048  # ResNet-18 width 8, one input channel
-
-
-def run(*argv: str, script=train_baseline.SCRIPT) -> int:
-    return experiment.main(script, list(argv))
-
-
-def tiny(data_dir, out, *extra: str) -> list[str]:
-    return ["--data-dir", str(data_dir), "--no-download", "--width", "8", "--epochs", "3", "--batch-size", "32",
-            "--val-fraction", "0.1", "--out", str(out), "--device", "cpu", *extra]
-
-
-def baseline(method: str, data_dir, out, *extra: str) -> list[str]:
-    return ["--dataset", "mnist", "--method", method, *tiny(data_dir, out, *extra)]
-
-
-def load_model(path):
-    return expand_state_dict(torch.load(path, weights_only=True))
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def masked(target: float) -> float:
-    return round(target * N_PRUNABLE) / N_PRUNABLE
 
 
 @pytest.fixture
 def recorder(monkeypatch):
     """Records, at the start of every epoch's training, the round, the epoch, the masks and the full state."""
     seen = []
-    real = experiment.train_one_epoch
+    real = harness.train_one_epoch
 
     def train(run, epoch):
         state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
         seen.append({"round": run.state["round"], "epoch": epoch, "state": state,
                      "masks": {k: v for k, v in state.items() if k.endswith("_mask")}})
         return real(run, epoch)
-    monkeypatch.setattr(experiment, "train_one_epoch", train)
+    monkeypatch.setattr(harness, "train_one_epoch", train)
     return seen
 
 
@@ -136,35 +106,9 @@ def test_imp_rounds_sparsities_rewinding_and_monotone_masks(mnist_idx_dir, tmp_p
 
 
 def test_imp_default_rounds_prune_20_percent_per_round():
-    import config
-    import methods
     for target, rounds in ((0.2, 1), (0.5, 4), (0.744, 7), (0.9, 11), (0.796, 8)):
-        c = config.Config(dataset="mnist", method="imp", target_sparsity=target, epochs=3)
-        assert methods.resolve(c).rounds == rounds, target
+        assert config_of("imp", target_sparsity=target).options.rounds == rounds, target
         assert 0.8 ** rounds <= 1 - target < 0.8 ** (rounds - 1)
-
-
-def whole_and_resumed(monkeypatch, tmp_path, argv, folder: tuple, seed: int, kill_when) -> tuple:
-    """Run ``argv(out)`` uninterrupted (out = tmp_path/whole), then again killed right after the checkpoint whose
-    state satisfies ``kill_when`` and rerun to the end (tmp_path/killed); (whole, resumed) results and models."""
-    assert run(*argv(tmp_path / "whole")) == 0
-    real_save = experiment.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        if kill_when(state):
-            raise KeyboardInterrupt
-    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
-    assert run(*argv(tmp_path / "killed")) == 130
-    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
-    assert run(*argv(tmp_path / "killed")) == 0
-    results = [read_json(tmp_path.joinpath(k, *folder, f"seed{seed}.json")) for k in ("whole", "killed")]
-    models = [load_model(tmp_path.joinpath(k, *folder, f"seed{seed}.model.pt")) for k in ("whole", "killed")]
-    return (*results, *models)
-
-
-def strip_times(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 def test_resume_inside_an_imp_round_is_bit_identical(mnist_idx_dir, tmp_path, monkeypatch):
@@ -172,32 +116,33 @@ def test_resume_inside_an_imp_round_is_bit_identical(mnist_idx_dir, tmp_path, mo
     whole, resumed, a, b = whole_and_resumed(  # killed in the middle of round 1
         monkeypatch, tmp_path, lambda out: baseline("imp", mnist_idx_dir, out, *args), ("mnist", "imp-r2-0.6"), 3,
         lambda state: (state["round"], state["epoch"]) == (1, 1))
-    assert strip_times(whole["history"]) == strip_times(resumed["history"]) and whole["test_loss"] == resumed["test_loss"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_bit_identical(whole, resumed, a, b)
 
 
-@pytest.fixture
-def donor(mnist_idx_dir, tmp_path):
-    """A finished progressive run at 0.7 (seed 42) to take a mask from."""
-    assert run(*tiny(mnist_idx_dir, tmp_path / "donor", "--target-sparsity", "0.7"), script=train_mnist.SCRIPT) == 0
-    return tmp_path / "donor" / "mnist" / "progressive-0.7"
+@pytest.fixture(scope="module")
+def donor(mnist_data, tmp_path_factory):
+    """A finished progressive run at 0.7 (seed 42) to take a mask from: made once, only read."""
+    out = tmp_path_factory.mktemp("donor")
+    assert run(*tiny(mnist_data, out, "--target-sparsity", "0.7"), script=train_mnist.SCRIPT) == 0
+    return out / "mnist" / "progressive-0.7"
 
 
 @pytest.mark.parametrize("reinit, seed", [("donor", 7), ("random", 7), ("random", 42)])
-def test_ticket_trains_the_donors_mask_from_the_chosen_initialisation(mnist_idx_dir, tmp_path, donor, recorder,
+def test_ticket_trains_the_donors_mask_from_the_chosen_initialisation(mnist_data, tmp_path, donor, recorder,
                                                                       reinit, seed):
     mask_from = donor / ("seed42.json" if reinit == "donor" else "seed42.model.pt")  # either file names the run
-    assert run(*baseline("ticket", mnist_idx_dir, tmp_path / "t", "--reinit", reinit, "--seed", str(seed),
+    assert run(*baseline("ticket", mnist_data, tmp_path / "t", "--reinit", reinit, "--seed", str(seed),
                          "--mask-from", str(mask_from))) == 0
     result = read_json(tmp_path / "t" / "mnist" / f"ticket-{reinit}-progressive-0.7" / f"seed{seed}.json")
     assert result["config"]["donor"] == "progressive-0.7" and result["target_sparsity"] == 0.7
+    assert [(e["step"], e["kind"]) for e in result["mask_events"]] == [(0, "load")]
     assert [row["sparsity"] for row in result["history"]] == [masked(0.7)] * 3
     donor_weights = load_model(donor / "seed42.model.pt")
     final = load_model(tmp_path / "t" / "mnist" / f"ticket-{reinit}-progressive-0.7" / f"seed{seed}.model.pt")
     start = recorder[0]["state"]
     torch.manual_seed(42)
     donor_init = ResNet18(in_channels=1, width=8).state_dict()
-    torch.manual_seed(42 if reinit == "donor" else methods.control_seed(seed, 42))
+    torch.manual_seed(42 if reinit == "donor" else ticket.control_seed(seed, 42))
     init = ResNet18(in_channels=1, width=8).state_dict()
     if reinit == "random":  # the control never starts from the donor's init, even with the donor's own seed
         assert not torch.equal(init["conv1.weight"], donor_init["conv1.weight"])
@@ -209,25 +154,17 @@ def test_ticket_trains_the_donors_mask_from_the_chosen_initialisation(mnist_idx_
     assert torch.equal(start["bn1.weight"], init["bn1.weight"])
 
 
-def test_ticket_refuses_masks_it_cannot_use(mnist_idx_dir, cifar10_root, tmp_path, donor, capsys):
-    cases = [
-        (["--width", "16"], "it is a mnist run of width 8, this is mnist of width 16"),
-        ([], "needs --mask-from"),
-        (["--mask-from", str(tmp_path / "nothing.json")], "cannot read"),
-    ]
-    for extra, message in cases:
-        argv = baseline("ticket", mnist_idx_dir, tmp_path / "t", *extra)
-        if extra[:1] != ["--mask-from"] and message != "needs --mask-from":
-            argv += ["--mask-from", str(donor / "seed42.json")]
-        assert run(*argv) == 2
-        err = capsys.readouterr().err
-        assert message in err and err.count("\n") == 1, err
+def test_ticket_refuses_masks_it_cannot_use(mnist_data, cifar10_root, tmp_path, donor, capsys):
+    # (no --mask-from, and a file that is not there: test_bad_input)
+    assert run(*baseline("ticket", mnist_data, tmp_path / "t", "--width", "16", "--mask-from", str(donor / "seed42.json"))) == 2
+    err = capsys.readouterr().err
+    assert "it is a mnist run of width 8, this is mnist of width 16" in err and err.count("\n") == 1, err
     assert run("--dataset", "cifar10", "--method", "ticket", *tiny(cifar10_root, tmp_path / "c", "--mask-from",
                                                                     str(donor / "seed42.json"))) == 2
     assert "it is a mnist run of width 8, this is cifar10 of width 8" in capsys.readouterr().err
-    assert run(*baseline("dense", mnist_idx_dir, tmp_path / "d")) == 0
+    assert run(*baseline("dense", mnist_data, tmp_path / "d", epochs=1)) == 0
     capsys.readouterr()
-    assert run(*baseline("ticket", mnist_idx_dir, tmp_path / "t", "--mask-from",
+    assert run(*baseline("ticket", mnist_data, tmp_path / "t", "--mask-from",
                          str(tmp_path / "d" / "mnist" / "dense" / "seed42.json"))) == 2
     assert "is a dense run" in capsys.readouterr().err
 
@@ -241,9 +178,9 @@ def test_aggregate_builds_the_method_table_and_plots_from_real_runs(mnist_idx_di
     assert aggregate.main([str(tmp_path / "r"), "--strict", "--plot", str(tmp_path / "fig"), "--format", "json",
                            "-o", str(tmp_path / "t.json")]) == 0
     tables = read_json(tmp_path / "t.json")["tables"]
-    assert {(r["method"], r["n"], r["epochs_trained"]) for r in tables["main"]} == {
+    assert {(r["label"], r["n"], r["epochs_trained"]) for r in tables["main"]} == {
         ("dense", 2, 2), ("progressive", 2, 2), ("snip", 2, 2), ("imp-r1", 2, 4)}
-    rows = {r["method"]: r for r in tables["comparison"]}
+    rows = {r["label"]: r for r in tables["comparison"]}
     assert set(rows) == {"progressive", "snip", "imp-r1"}
     assert rows["snip"]["dense_n"] == rows["snip"]["progressive_n"] == 2
     assert rows["snip"]["delta_progressive_pp"] == pytest.approx(rows["snip"]["acc"] - rows["progressive"]["acc"])

@@ -4,41 +4,36 @@ result mislabelled or lost, a traceback for bad input or a failed write, a folde
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-import experiment
+import config
+import data
+import harness
+import runfolder
 import train_dense
 import train_mnist
-from test_experiment import kill_after_first_checkpoint
-from test_methods import baseline as methods_baseline, run, tiny as methods_tiny
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, baseline as baseline_run, kill_after_checkpoint, run, script, tiny as tiny_run, torchrun
 
 
 def tiny(data_dir, out, *extra: str) -> list[str]:
-    """test_methods' tiny run at 2 epochs (the write-failure tests count the checkpoints)."""
-    return methods_tiny(data_dir, out, "--epochs", "2", *extra)  # the last --epochs given wins
+    return tiny_run(data_dir, out, *extra, epochs=2)  # the write-failure tests count the checkpoints
 
 
 def baseline(method: str, data_dir, out, *extra: str) -> list[str]:
-    return methods_baseline(method, data_dir, out, "--epochs", "2", *extra)
-
-
-def script(*argv: str, name: str = "train_dense.py", **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, name, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          **kwargs)
+    return baseline_run(method, data_dir, out, *extra, epochs=2)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The CPU memory layout
 
+@pytest.mark.slow  # its own processes
 @pytest.mark.parametrize("width", ["4", "8"])
 def test_thin_cpu_runs_with_an_odd_last_batch_finish_and_compile_is_refused(tmp_path, capsys, width):
     # 300 images -> 267 training images at batch 32: a last batch of 11. With channels_last this very run hung
@@ -53,13 +48,13 @@ def test_thin_cpu_runs_with_an_odd_last_batch_finish_and_compile_is_refused(tmp_
 
 
 def test_the_cpu_layout_is_contiguous_unless_asked(mnist_idx_dir):
-    cfg = experiment.cfg.Config(dataset="mnist", method="dense", width=8)
-    d = experiment.data.prepare_data("mnist", mnist_idx_dir, download=False, dummy=False, val_fraction=0.1,
+    cfg = config.Config(dataset="mnist", method="dense", width=8)
+    d = data.prepare_data("mnist", mnist_idx_dir, download=False, dummy=False, val_fraction=0.1,
                                      train_subset=None, seed=0, device=torch.device("cpu"))
     cpu = torch.device("cpu")
-    model, _ = experiment.build_model(cfg, d, cpu, prunes=False)
+    model, _ = harness.build_model(cfg, d, cpu, prunes=False)
     assert all(p.is_contiguous() for p in model.parameters())
-    model, _ = experiment.build_model(cfg.replace(channels_last=True), d, cpu, prunes=False)
+    model, _ = harness.build_model(cfg.replace(channels_last=True), d, cpu, prunes=False)
     kernel = model.layer1[0].conv1.weight  # 8 -> 8 channels, 3x3: the two layouts differ
     assert kernel.is_contiguous(memory_format=torch.channels_last) and not kernel.is_contiguous()
 
@@ -74,6 +69,7 @@ def wait_for(predicate, seconds: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # its own processes
 def test_a_second_process_for_the_same_run_is_refused_and_a_killed_holder_leaves_no_lock(mnist_idx_dir, tmp_path):
     argv = [*tiny(mnist_idx_dir, tmp_path, "--epochs", "40")]
     first = subprocess.Popen([sys.executable, "train_mnist.py", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -89,20 +85,20 @@ def test_a_second_process_for_the_same_run_is_refused_and_a_killed_holder_leaves
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    fd = experiment.acquire_lock(str(lock))  # kill -9 left the file, not the lock
-    experiment.release_lock(str(lock), fd)
+    fd = runfolder.acquire_lock(str(lock))  # kill -9 left the file, not the lock
+    runfolder.release_lock(str(lock), fd)
     assert not lock.exists()
 
 
+@pytest.mark.slow  # its own processes
 def test_under_torchrun_every_rank_stops_when_the_run_is_held(mnist_idx_dir, tmp_path):
-    from test_distributed import torchrun, tiny as dist_tiny
     folder = tmp_path / "mnist" / "progressive-0.5"
     folder.mkdir(parents=True)
-    fd = experiment.acquire_lock(str(folder / "seed42.lock"))
+    fd = runfolder.acquire_lock(str(folder / "seed42.lock"))
     try:
-        done = torchrun(*dist_tiny(mnist_idx_dir, tmp_path, "--epochs", "1"))
+        done = torchrun(*tiny_run(mnist_idx_dir, tmp_path, "--target-sparsity", "0.5", epochs=1))
     finally:
-        experiment.release_lock(str(folder / "seed42.lock"), fd)
+        runfolder.release_lock(str(folder / "seed42.lock"), fd)
     assert done.returncode != 0 and done.stderr.count("another process is running this run") == 1, done.stderr
     assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.pt"))
 
@@ -110,13 +106,13 @@ def test_under_torchrun_every_rank_stops_when_the_run_is_held(mnist_idx_dir, tmp
 def test_a_result_of_another_recipe_that_appears_meanwhile_is_not_overwritten(mnist_idx_dir, tmp_path, capsys,
                                                                             monkeypatch):
     path = tmp_path / "mnist" / "progressive-0.744" / "seed42.json"
-    real = experiment.evaluate
+    real = harness.evaluate
 
     def other_run_finishes_first(run_, split):  # the test-set evaluation is the last step before writing
         if split is run_.data.test and not path.exists():
             path.write_text(json.dumps({"schema": 2, "config": {**run_.config.to_dict(), "lr": 0.05}}))
         return real(run_, split)
-    monkeypatch.setattr(experiment, "evaluate", other_run_finishes_first)
+    monkeypatch.setattr(harness, "evaluate", other_run_finishes_first)
     assert run(*tiny(mnist_idx_dir, tmp_path), script=train_mnist.SCRIPT) == 1
     err = capsys.readouterr().err
     assert "not writing this run's result" in err and "lr 0.05 vs 0.1" in err and err.count("\n") == 1
@@ -125,31 +121,11 @@ def test_a_result_of_another_recipe_that_appears_meanwhile_is_not_overwritten(mn
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Bad input: one line, exit 2, nothing left behind
+# Bad input: one line, exit 2, nothing left behind (the single-process cases: test_bad_input.py)
 
-@pytest.mark.parametrize("argv, message", [
-    (("imp", "--target-sparsity", "1.5"), "--target-sparsity must be in [0, 1), got 1.5"),  # used to hang
-    (("imp", "--target-sparsity", "inf"), "--target-sparsity must be in [0, 1), got inf"),
-    (("snip", "--score-batches", "0"), "--score-batches must be positive, got 0"),
-    (("snip", "--score-batches", "1000000000"), "--score-batches 1000000000 is more than the 6 training batches"),
-    (("imp", "--rounds", "99999999999999999999999"), "--rounds must be in [1, 100]"),
-    (("imp", "--rounds", "50", "--target-sparsity", "0.0001"), "--rounds 50: round 1 would prune no weight"),
-    (("progressive", "--target-sparsity", "0.99999999"), "prunes all 175,048 prunable weights"),
-    (("snip", "--rounds", "3"), "--rounds is not an option of snip (it is one of imp)"),
-    (("dense", "--schedule", "cubic"), "--schedule is not an option of dense (it is one of progressive)"),
-    (("ticket", "--target-sparsity", "0.5", "--mask-from", "x.json"), "--target-sparsity is not an option of ticket"),
-    (("random", "--mask-from", "x.json"), "--mask-from is not an option of random (it is one of ticket)"),
-])
-def test_bad_method_input_is_one_line_and_leaves_no_folder(mnist_idx_dir, tmp_path, capsys, argv, message):
-    assert run(*baseline(argv[0], mnist_idx_dir, tmp_path / "out", *argv[1:])) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1, err
-    assert not (tmp_path / "out").exists()
-
-
+@pytest.mark.slow  # its own processes
 def test_bad_flag_under_torchrun_is_printed_once(mnist_idx_dir, tmp_path):
-    from test_distributed import torchrun, tiny as dist_tiny
-    done = torchrun(*dist_tiny(mnist_idx_dir, tmp_path, "--epochs", "0"))
+    done = torchrun(*tiny_run(mnist_idx_dir, tmp_path, epochs=0))
     assert done.returncode != 0 and done.stderr.count("error: --epochs must be positive, got 0") == 1, done.stderr
 
 
@@ -216,19 +192,26 @@ def test_an_error_after_the_folder_was_made_removes_only_what_it_made(mnist_idx_
 # ----------------------------------------------------------------------------------------------------------
 # The ticket's donor is part of its recipe
 
-@pytest.fixture
-def two_donors(mnist_idx_dir, tmp_path):
+@pytest.fixture(scope="module")
+def two_donors(mnist_data, tmp_path_factory):
+    """Two finished progressive runs (seeds 42 and 43) to take masks from: made once, copied by each test."""
+    out = tmp_path_factory.mktemp("donors")
     for seed in ("42", "43"):
-        assert run(*tiny(mnist_idx_dir, tmp_path / "donor", "--target-sparsity", "0.7", "--seed", seed),
-                   script=train_mnist.SCRIPT) == 0
-    folder = tmp_path / "donor" / "mnist" / "progressive-0.7"
+        assert run(*tiny(mnist_data, out, "--target-sparsity", "0.7", "--seed", seed), script=train_mnist.SCRIPT) == 0
+    return out / "mnist" / "progressive-0.7"
+
+
+@pytest.fixture
+def donors(two_donors, tmp_path):
+    """This test's own copy of the two donors (a test may damage one)."""
+    folder = shutil.copytree(two_donors, tmp_path / "donor")
     return folder / "seed42.json", folder / "seed43.json"
 
 
-def test_another_donor_never_resumes_or_skips_a_ticket(mnist_idx_dir, tmp_path, two_donors, capsys, monkeypatch):
-    first, other = two_donors
+def test_another_donor_never_resumes_or_skips_a_ticket(mnist_idx_dir, tmp_path, donors, capsys, monkeypatch):
+    first, other = donors
     ticket = lambda donor: baseline("ticket", mnist_idx_dir, tmp_path / "t", "--mask-from", str(donor))  # noqa: E731
-    restore = kill_after_first_checkpoint(monkeypatch)
+    restore = kill_after_checkpoint(monkeypatch)
     assert run(*ticket(first)) == 130
     restore()
     capsys.readouterr()
@@ -242,8 +225,8 @@ def test_another_donor_never_resumes_or_skips_a_ticket(mnist_idx_dir, tmp_path, 
     assert "holds a finished run with a different config (donor_id" in capsys.readouterr().err
 
 
-def test_a_damaged_donor_model_is_one_line(mnist_idx_dir, tmp_path, two_donors, capsys):
-    donor = two_donors[0]
+def test_a_damaged_donor_model_is_one_line(mnist_idx_dir, tmp_path, donors, capsys):
+    donor = donors[0]
     model = donor.with_name("seed42.model.pt")
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated
     assert run(*baseline("ticket", mnist_idx_dir, tmp_path / "t", "--mask-from", str(donor))) == 2

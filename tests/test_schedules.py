@@ -7,11 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-import config
-import experiment
+import harness
 import methods
 import pruning
-from test_methods import N_PRUNABLE, baseline, masked, read_json, run, strip_times, whole_and_resumed
+import record
+import runfolder
+from helpers import (N_PRUNABLE, assert_bit_identical, baseline, folder_of, masked, read_json, run,
+                     whole_and_resumed)
 
 STEPS = 6  # per epoch of the tiny data
 
@@ -20,12 +22,12 @@ STEPS = 6  # per epoch of the tiny data
 def sparsity_per_step(monkeypatch):
     """The measured sparsity of the masks at every training step's forward pass, in order."""
     seen = []
-    real = experiment.forward_backward
+    real = harness.forward_backward
 
     def forward_backward(run, x, y):
         seen.append(pruning.global_sparsity(run.params))
         return real(run, x, y)
-    monkeypatch.setattr(experiment, "forward_backward", forward_backward)
+    monkeypatch.setattr(harness, "forward_backward", forward_backward)
     return seen
 
 
@@ -37,29 +39,29 @@ def test_step_schedule_prunes_at_exactly_its_events(mnist_idx_dir, tmp_path, spa
     label = "progressive" + ("-cubic" if schedule == "cubic" else "") + "-every2-start0.1-end0.6"
     result = read_json(tmp_path / "mnist" / f"{label}-0.8" / "seed42.json")
     start, end = round(0.1 * 3 * STEPS), round(0.6 * 3 * STEPS)  # steps 2 and 11 of 18
-    steps = [e["step"] for e in result["prune_events"]]
+    steps = [e["step"] for e in result["mask_events"]]
     assert steps == [2, 4, 6, 8, 10, 11] and (start, end) == (2, 11)  # every 2 from the start, and exactly the end
-    for event in result["prune_events"][:-1]:
+    for event in result["mask_events"][:-1]:
         p = (event["step"] - start) / (end - start)
         expected = 0.8 * p if schedule == "linear" else 0.8 * (1 - (1 - p) ** 3)
         assert event["sparsity"] == pytest.approx(expected, abs=1e-12) and event["round"] == 0
-    assert result["prune_events"][-1]["sparsity"] == 0.8  # exactly the target at t_end
+    assert result["mask_events"][-1]["sparsity"] == 0.8  # exactly the target at t_end
     # the masks measured at each step's forward: dense before the first event, each event's count from its step
     # on, nothing after t_end (the recovery window)
     expected, current = [], 0.0
-    events = {e["step"]: e["sparsity"] for e in result["prune_events"]}
+    events = {e["step"]: e["sparsity"] for e in result["mask_events"]}
     for t in range(3 * STEPS):
         current = masked(events[t]) if t in events else current
         expected.append(current)
     assert sparsity_per_step == expected
-    assert [row["target_sparsity"] for row in result["history"]] == [events[4], 0.8, 0.8]
+    assert [row["scheduled_sparsity"] for row in result["history"]] == [events[4], 0.8, 0.8]
     assert result["final_sparsity"] == masked(0.8)
 
 
 def test_the_default_schedule_is_the_papers_one_event_per_epoch(mnist_idx_dir, tmp_path, sparsity_per_step):
     assert run(*baseline("progressive", mnist_idx_dir, tmp_path, "--target-sparsity", "0.8")) == 0
     result = read_json(tmp_path / "mnist" / "progressive-0.8" / "seed42.json")
-    assert [(e["step"], e["sparsity"]) for e in result["prune_events"]] == [
+    assert [(e["step"], e["sparsity"]) for e in result["mask_events"]] == [
         (e * STEPS, pruning.sparsity_schedule("linear", e, 3, 0.8)) for e in range(3)]
     assert sparsity_per_step == [masked(pruning.sparsity_schedule("linear", t // STEPS, 3, 0.8))
                                  for t in range(3 * STEPS)]
@@ -68,7 +70,7 @@ def test_the_default_schedule_is_the_papers_one_event_per_epoch(mnist_idx_dir, t
 def test_oneshot_at_a_step(mnist_idx_dir, tmp_path, sparsity_per_step):
     assert run(*baseline("oneshot", mnist_idx_dir, tmp_path, "--target-sparsity", "0.7", "--prune-start", "0.5")) == 0
     result = read_json(tmp_path / "mnist" / "oneshot-at0.5-0.7" / "seed42.json")
-    assert result["prune_events"] == [{"round": 0, "step": 9, "sparsity": 0.7}]
+    assert result["mask_events"] == [{"round": 0, "step": 9, "sparsity": 0.7, "kind": "prune"}]
     assert sparsity_per_step == [0.0] * 9 + [masked(0.7)] * 9
 
 
@@ -77,10 +79,8 @@ def test_resume_in_the_middle_of_a_step_ramp_is_bit_identical(mnist_idx_dir, tmp
     whole, resumed, a, b = whole_and_resumed(  # killed after epoch 1: half-way up the ramp (events at steps 0..14)
         monkeypatch, tmp_path, lambda out: baseline("progressive", mnist_idx_dir, out, *args),
         ("mnist", "progressive-every3-end0.8-0.8"), 5, lambda state: state["epoch"] == 1)
-    assert strip_times(whole["history"]) == strip_times(resumed["history"]) and whole["test_loss"] == resumed["test_loss"]
-    assert whole["prune_events"] == resumed["prune_events"] and len(whole["prune_events"]) == 6
-    assert whole["early_mask_overlap"] == resumed["early_mask_overlap"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_bit_identical(whole, resumed, a, b)
+    assert len(whole["mask_events"]) == 6 and whole["early_mask_overlap"] == resumed["early_mask_overlap"]
 
 
 def test_per_step_hooks_see_every_step_with_gradients_before_the_update(mnist_idx_dir, tmp_path, monkeypatch):
@@ -103,8 +103,8 @@ def test_per_step_hooks_see_every_step_with_gradients_before_the_update(mnist_id
 
 def test_a_methods_state_goes_through_every_checkpoint(mnist_idx_dir, tmp_path, monkeypatch):
     saved = []
-    real_save = experiment.save_checkpoint
-    monkeypatch.setattr(experiment, "save_checkpoint", lambda path, state: (saved.append(state), real_save(path, state)))
+    real_save = runfolder.save_checkpoint
+    monkeypatch.setattr(runfolder, "save_checkpoint", lambda path, state: (saved.append(state), real_save(path, state)))
     assert run(*baseline("imp", mnist_idx_dir, tmp_path, "--epochs", "2", "--rounds", "1",
                          "--target-sparsity", "0.5")) == 0
     assert [sorted(s["method"]) for s in saved] == [["rewind"]] * 4  # IMP's rewind point, from the first epoch on
@@ -112,39 +112,16 @@ def test_a_methods_state_goes_through_every_checkpoint(mnist_idx_dir, tmp_path, 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Bad schedules and labels
-
-@pytest.mark.parametrize("bad, message", [
-    (("progressive", "--prune-every", "0"), "--prune-every must be at least 1 step, got 0"),
-    (("progressive", "--prune-start", "1.0"), "--prune-start must be in [0, 1), got 1.0"),
-    (("progressive", "--prune-end", "0"), "--prune-end must be in (0, 1), got 0.0"),
-    (("progressive", "--prune-end", "nan"), "--prune-end must be in (0, 1), got nan"),
-    (("progressive", "--prune-start", "0.5", "--prune-end", "0.3"), "--prune-end 0.3 is not after --prune-start 0.5"),
-    (("progressive", "--prune-start", "0.9"), "the pruning window (steps 16 to 12 of 18) holds no training step"),
-    (("progressive", "--prune-end", "0.99"), "--prune-end 0.99 falls after the last of the 18 training steps"),
-    (("oneshot", "--prune-every", "5"), "--prune-every is not an option of oneshot (it is one of progressive)"),
-    (("oneshot", "--prune-start", "0.5", "--prune-epoch", "1"), "--prune-epoch and --prune-start both say when"),
-])
-def test_bad_schedules_are_one_error_line_and_touch_nothing(mnist_idx_dir, tmp_path, capsys, bad, message):
-    method, *flags = bad
-    assert run(*baseline(method, mnist_idx_dir, tmp_path / "out", *flags)) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1, err
-    assert not (tmp_path / "out").exists()
-
-
-def folder_of(**options) -> str:
-    c = config.Config(dataset="mnist", epochs=3, batch_size=32, **options)
-    return methods.create(methods.resolve(c)).folder()
-
+# Labels (bad schedules: test_bad_input.py)
 
 def test_every_option_that_changes_results_is_in_the_folder():
-    assert folder_of(method="snip", target_sparsity=0.9) == "snip-0.9"
-    assert folder_of(method="snip", target_sparsity=0.9, score_batches=2) == "snip-b2-0.9"
-    assert folder_of(method="progressive", target_sparsity=0.9) == "progressive-0.9"
-    assert folder_of(method="progressive", target_sparsity=0.9, schedule="cubic", prune_every=25,
+    assert folder_of("snip", target_sparsity=0.9) == "snip-0.9"
+    assert folder_of("snip", target_sparsity=0.9, score_batches=2) == "snip-b2-0.9"
+    assert folder_of("progressive", target_sparsity=0.9) == "progressive-0.9"
+    assert folder_of("progressive", target_sparsity=0.9, schedule="cubic", prune_every=25,
                      prune_end=0.75) == "progressive-cubic-every25-end0.75-0.9"
-    assert folder_of(method="oneshot", target_sparsity=0.9, prune_start=0.25) == "oneshot-at0.25-0.9"
+    assert folder_of("oneshot", target_sparsity=0.9, prune_start=0.25) == "oneshot-at0.25-0.9"
+    assert folder_of("oneshot", target_sparsity=0.9) == "oneshot-e1-0.9" and folder_of("progressive") == "progressive-0.744"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -155,22 +132,22 @@ def fake_run(weights: list[torch.Tensor], target: float, dynamics: dict | None =
     for layer, w in zip(layers, weights):
         layer.weight.data.copy_(w)
     params = pruning.attach_masks([(layer, "weight") for layer in layers])
-    method = types.SimpleNamespace(prunes=True, target=lambda: target)
+    method = types.SimpleNamespace(prunes=True, target=lambda: target, mask_scores=lambda run: None)
     return types.SimpleNamespace(method=method, params=params, state={"dynamics": dynamics or {}})
 
 
 def test_mask_distance_is_zero_when_nothing_moved_and_counts_what_did():
     w = torch.tensor([[0.1, -0.9, 0.3, 0.7], [0.5, 0.2, -0.05, 0.8]])
     r = fake_run([w], target=0.5)
-    state, first = experiment.track_mask_dynamics(r, 1, 10)
+    state, first = record.track_mask_dynamics(r, 1, 10)
     assert first is None and set(state["early"]) == {"0.1"}  # 1 of 10 epochs: the 10% mask is kept
     r.state["dynamics"] = state
-    state, distance = experiment.track_mask_dynamics(r, 2, 10)
+    state, distance = record.track_mask_dynamics(r, 2, 10)
     assert distance == 0.0  # nothing moved
     r.state["dynamics"] = state
     with torch.no_grad():  # swap the smallest kept (0.5) with the largest dropped (0.3): two entries change
         r.params[0][0].weight_orig[0, 2], r.params[0][0].weight_orig[1, 0] = 0.6, 0.29
-    state, distance = experiment.track_mask_dynamics(r, 3, 10)
+    state, distance = record.track_mask_dynamics(r, 3, 10)
     assert distance == 2 / 8 and set(state["early"]) == {"0.1", "0.25"}
 
 
@@ -180,7 +157,7 @@ def test_early_mask_overlaps_are_exact():
              "0.5": {"epochs": 5, "mask": pruning.pack_mask(final)}}
     r = fake_run([torch.ones(2, 4)], 0.5, {"early": early})
     r.params[0][0].weight_mask.copy_(final)
-    assert experiment.mask_overlaps(r) == {"0.1": {"epochs": 1, "overlap": 0.5}, "0.5": {"epochs": 5, "overlap": 1.0}}
+    assert record.mask_overlaps(r) == {"0.1": {"epochs": 1, "overlap": 0.5}, "0.5": {"epochs": 5, "overlap": 1.0}}
 
 
 def test_runs_record_mask_dynamics(mnist_idx_dir, tmp_path):

@@ -38,7 +38,7 @@ def test_print_array_lines_are_the_dry_run_commands(tmp_path, capsys):
     (["--methods", "prog"], "--methods: unknown method 'prog'"),
     (["--methods", "snip", "--targets", "1.0"], "--targets: 1.0 is not a sparsity in [0, 1)"),
     (["--methods", "snip", "--seeds", ","], "--seeds is empty: the grid has no run"),
-    (["--methods", "snip", "--set", "nothing=1"], "--set 'nothing=1': expected FIELD=V1,V2"),
+    (["--methods", "snip", "--set", "nothing"], "--set 'nothing': expected FIELD=V1,V2"),
     (["--methods", "snip", "--devices", "cuda:99"], "--devices: cuda:99 does not exist here"),
     (["--methods", "snip", "--devices", "gpu"], "--devices: 'gpu' is not cpu or cuda:N"),
 ])
@@ -58,6 +58,7 @@ def results_of(out: Path) -> dict[str, float]:
     return {str(p.relative_to(out)): p.stat().st_mtime for p in out.rglob("seed*.json")}
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path):
     out = tmp_path / "runs"
     cmd = [sys.executable, "sweep.py", "--methods", "progressive,snip", "--targets", "0.8", "--seeds", "1,2",
@@ -80,6 +81,7 @@ def test_an_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path):
         assert json.loads((out / path).read_text())["epochs_trained"] == 2
 
 
+@pytest.mark.slow
 def test_a_run_is_called_finished_or_skipped_by_this_attempt_not_by_its_log_history(tmp_path):
     out = tmp_path / "runs"
     cmd = [sys.executable, "sweep.py", "--methods", "dense", "--seeds", "1", "--", *tiny(out)]
@@ -93,3 +95,21 @@ def test_a_run_is_called_finished_or_skipped_by_this_attempt_not_by_its_log_hist
 
 def summary(stdout: str) -> str:
     return stdout.strip().splitlines()[-1]
+
+
+def test_sweep_set_takes_any_field_the_command_accepts(capsys):
+    base = ["--methods", "progressive,snip", "--targets", "0.5", "--dry-run", "--", "--dataset", "mnist", "--out", "r"]
+    assert sweep.main(["--set", "lr=0.1,0.05", *base]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(f"--lr {v}" in line and line.endswith(f"--out r/lr{v}")
+                                   for line, v in zip(lines, ["0.1", "0.1", "0.05", "0.05"]))
+    assert sweep.main(["--set", "no_hflip=true,false", *base]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ["--no-hflip" in line for line in lines] == [True, True, False, False]
+    for bad, message in (("lrr=0.1", "--set lrr: neither a recipe field nor an option of progressive, snip"),
+                         ("seed=1,2", "--set seed: sweep it with --seeds"), ("out=a,b", "--set out: a run field"),
+                         ("rounds=2", "--set rounds: neither a recipe field nor an option"),
+                         ("no_hflip=yes", "no_hflip is an on/off flag"), ("lr=-1", "--lr must be positive")):
+        assert sweep.main(["--set", bad, *base]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (bad, err)

@@ -1,0 +1,178 @@
+"""Dynamic sparse training: RigL and SET, sparse from the first step, the mask changed during training."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+import distributed
+import pruning
+from config import Config, ConfigError, option, require
+from method import Method, PruningOptions, Sizes, current_mask, random_scores
+
+
+
+@dataclass(frozen=True)
+class DynamicOptions(PruningOptions):
+    distribution: str = option(None, "how the sparsity is spread over the layers: one global ranking, every layer "
+                                     "at the target, or Erdos-Renyi-Kernel (default erk)", choices=pruning.DISTRIBUTIONS)
+    update_every: int = option(None, "training steps between mask updates (100)", int)
+    update_end: float = option(None, "no mask update from this fraction of the training steps on (0.75)", float)
+    drop_fraction: float = option(None, "fraction of each layer's active weights dropped and regrown at the first "
+                                        "update, cosine-annealed to 0 at --update-end (0.3)", float)
+
+
+class DynamicSparse(Method):
+    """Dynamic sparse training: sparse from the first step at the target, the mask changed every
+    ``--update-every ΔT`` steps until ``--update-end`` of the training steps. Shared by RigL and SET.
+
+    Start: a seeded random mask at the target, spread over the layers by ``--distribution`` (default ``erk``,
+    as the RigL paper). At step ``t = ΔT, 2ΔT, ... < T_end`` (after the backward pass, before the optimizer
+    step), in every layer: drop the ``k = floor(f(t) * active)`` active weights of smallest magnitude, with
+    ``f(t) = α / 2 * (1 + cos(π t / T_end))``, ``α = --drop-fraction``; then grow ``k`` of the weights inactive
+    after the drop (as google-research/rigl: a weight just dropped may come back), by this method's
+    ``grow_scores``, with the one ranking rule (:func:`pruning.select_smallest_active` on negated scores). Each
+    layer's count, and so the sparsity, is exactly the target at every step. Dropped and grown weights and
+    their momentum are set to 0, and this step's gradient is kept only for weights active both before and after
+    the update, so a grown weight starts at exactly 0 and learns from the next step on (rigl-torch skips the
+    optimizer step on update steps instead)."""
+
+    Options = DynamicOptions
+    DEFAULTS = {"distribution": "erk", "update_every": 100, "update_end": 0.75, "drop_fraction": 0.3}
+    needs_dense_gradient = False  # RigL: keep d loss / d (mask * weight) on update steps
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.initial: torch.Tensor | None = None  # the initial mask, packed bits: for the mask turnover
+        self.regrown = 0  # weights made active by updates since the last history row
+        self._hooks: list = []
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        super().check(config)
+        o = config.options
+        require([
+            ("update_every", o.update_every is None or o.update_every >= 1, f"must be at least 1 step, got {o.update_every}"),
+            ("update_end", o.update_end is None or 0.0 < o.update_end <= 1.0, f"must be in (0, 1], got {o.update_end}"),
+            ("drop_fraction", o.drop_fraction is None or 0.0 < o.drop_fraction < 1.0,
+             f"must be in (0, 1), got {o.drop_fraction}"),
+        ])
+
+    @classmethod
+    def defaults(cls, config: Config) -> dict:
+        o = config.options
+        return {k: v if getattr(o, k) is None else getattr(o, k) for k, v in cls.DEFAULTS.items()}
+
+    def label(self) -> str:
+        short = {"distribution": "", "update_every": "every", "update_end": "end", "drop_fraction": "drop"}
+        o = self.options
+        return "-".join([self.name] + [f"{short[k]}{getattr(o, k):g}" if k != "distribution" else o.distribution
+                                       for k, v in self.DEFAULTS.items() if getattr(o, k) != v])
+
+    def end_step(self, steps_per_epoch: int) -> int:
+        return round(self.options.update_end * self.config.epochs * steps_per_epoch)
+
+    def validate(self, sizes: Sizes) -> None:
+        super().validate(sizes)
+        end = self.end_step(sizes.train_batches)
+        if self.options.update_every >= end:
+            raise ConfigError(f"--update-every {self.options.update_every}: no mask update falls before --update-end "
+                              f"(step {end} of {self.config.epochs * sizes.train_batches})")
+        if self.config.compile and self.needs_dense_gradient:
+            raise ConfigError(f"--compile: {self.name} reads dense gradients through module hooks added on update "
+                              f"steps, which a compiled model need not run; train without --compile")
+
+    def is_update(self, run, step: int) -> bool:
+        return step > 0 and step % self.options.update_every == 0 and step < self.end_step(run.steps_per_epoch())
+
+    def start_round(self, run, r: int) -> None:
+        run.prune(self.options.target_sparsity, 0, scores=random_scores(run.params, self.config.seed, run.device),
+                  distribution=self.options.distribution)
+        self.initial = pruning.pack_mask(current_mask(run.params))
+
+    def start_step(self, run, step: int) -> None:
+        if self.needs_dense_gradient and self.is_update(run, step):  # keep d loss / d (mask * weight) this step
+            self._hooks = [m.register_forward_hook(lambda mod, args, out, n=n: getattr(mod, n).retain_grad())
+                           for m, n in run.params]
+
+    def after_backward(self, run, step: int) -> None:
+        if not self.is_update(run, step):
+            return
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        if self.needs_dense_gradient:  # this step's backward computed the dense gradient: count it as dense
+            run.add_train_macs(3 * (run.macs[0] - run.macs[1]) * run.step_images)
+        fraction = self.options.drop_fraction / 2 * (1 + math.cos(math.pi * step / self.end_step(run.steps_per_epoch())))
+        masks, reset = self.drop_and_grow(run, fraction, self.grow_scores(run, step))
+        run.set_masks(step, masks, reset, self.options.target_sparsity, kind="update")
+
+    def grow_scores(self, run, step: int) -> list[torch.Tensor]:
+        """Per prunable tensor, flattened: the higher, the sooner an inactive weight is grown."""
+        raise NotImplementedError
+
+    def drop_and_grow(self, run, fraction: float, grow_scores: list[torch.Tensor]) -> tuple[list, list]:
+        """Per layer, the new mask (None: unchanged) and the entries to reset to 0 (dropped or grown: their
+        weight, momentum and this step's gradient), for ``run.set_masks``."""
+        masks, reset = [], []
+        with torch.no_grad():
+            for (m, n), score in zip(run.params, grow_scores):
+                mask, orig = getattr(m, n + "_mask"), getattr(m, n + "_orig")
+                active = mask.reshape(-1) != 0
+                k = int(fraction * int(active.sum()))
+                if k == 0:
+                    masks.append(None)
+                    reset.append(None)
+                    continue
+                kept = active & ~pruning.select_smallest_active(orig.detach().abs().reshape(-1), active, k)
+                grown = pruning.select_smallest_active(-score, ~kept, k)
+                self.regrown += int((grown & ~active).sum())
+                masks.append((kept | grown).view_as(mask))
+                reset.append(~kept.view_as(mask))
+        return masks, reset
+
+    def epoch_fields(self, run) -> dict:
+        initial = pruning.unpack_mask(self.initial, sum(getattr(m, n).numel() for m, n in run.params))
+        fields = {"regrown": self.regrown,
+                  "init_mask_overlap": pruning.mask_overlap(initial, current_mask(run.params).cpu())}
+        self.regrown = 0
+        return fields
+
+    def state_dict(self) -> dict:
+        return {"initial": self.initial, "regrown": self.regrown}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial, self.regrown = state.get("initial"), state.get("regrown", 0)
+
+
+class RigL(DynamicSparse):
+    """RigL (Evci et al. 2020, "Rigging the Lottery: Making All Tickets Winners"): grow the inactive weights of
+    largest dense-gradient magnitude ``|d loss / d (mask * weight)|`` of the update step's batch (kept on update
+    steps only; all-reduced over processes under torchrun before ranking)."""
+
+    name = "rigl"
+    summary = "dynamic sparse training: every --update-every steps drop smallest |w|, grow largest |dense grad|"
+    needs_dense_gradient = True
+
+    def grow_scores(self, run, step: int) -> list[torch.Tensor]:
+        grads = [getattr(m, n).grad for m, n in run.params]
+        if any(g is None for g in grads):
+            raise RuntimeError("rigl: the dense gradient of a prunable weight was not kept on an update step")
+        flat = torch.cat([g.detach().abs().reshape(-1).float() for g in grads])
+        flat = distributed.all_reduce_sum(flat, run.world)
+        return list(flat.split([g.numel() for g in grads]))
+
+
+class SET(DynamicSparse):
+    """SET (Mocanu et al. 2018, "Scalable training of artificial neural networks with adaptive sparse
+    connectivity inspired by network science"): RigL's loop with the inactive weights grown uniformly at random
+    (seeded by --seed and the step: the same on every process)."""
+
+    name = "set"
+    summary = "dynamic sparse training: every --update-every steps drop smallest |w|, grow at random"
+
+    def grow_scores(self, run, step: int) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        return [torch.rand(getattr(m, n).numel(), generator=gen).to(run.device) for m, n in run.params]

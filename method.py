@@ -1,0 +1,137 @@
+"""What a training method is: the hooks the harness calls, its options, and what it may ask of a run.
+
+The harness (harness.py) knows no method by name. Every run makes one object of its method
+(``methods.create``), asks it how many training rounds it has (one full schedule of ``epochs`` each), and calls
+
+* ``start_round(run, r)`` before the first epoch of round ``r`` (prune at initialisation, rewind, ...),
+* ``start_epoch(run, r, epoch)`` at the start of every epoch (save a rewind point, ...),
+* ``start_step(run, step)`` before every training step's forward pass (prune on a step schedule), and
+  ``after_backward(run, step)`` once the step's gradients exist, before ``optimizer.step()``; both optional.
+
+``run`` is the harness's :class:`harness.Run`, which offers what methods need: the model, its prunable
+``params``, the optimizer and LR schedule, the data, and the only two ways to change masks:
+``run.prune(sparsity, step, scores, distribution)`` (rank among the active weights and prune to a sparsity)
+and ``run.set_masks(masks, step, reset)`` (masks a method computed itself: regrowth, a donor's mask); both
+record a mask event and check the masks across processes. Also ``run.snapshot()`` / ``run.restore()`` and
+``run.load_initial_weights(seed)``. What a method must remember across a kill is its ``state_dict()``, saved
+in every checkpoint.
+
+A method's options are its own frozen dataclass (``Options``, made of :func:`config.option` fields, each None
+until ``defaults`` fills it); the command line is generated from them. ``check`` refuses bad values before any
+default is derived; ``validate(sizes)`` once the data and the network exist (a target that prunes every weight,
+more SNIP batches than an epoch has, ...): one ``ConfigError`` line each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from config import Config, ConfigError, Options, option, require
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What a method's checks may need beyond the config: counts known once the data and the model exist."""
+    prunable: int  # prunable weights of the network
+    train_batches: int  # training batches (= steps) per epoch
+
+
+@dataclass(frozen=True)
+class PruningOptions(Options):
+    """The option every pruning method has: where its sparsity ends."""
+    target_sparsity: float = option(None, "sparsity at the end of training (default: the paper's for the "
+                                          "dataset, 0.796 CIFAR, 0.744 (Fashion-)MNIST)", float)
+
+
+class Method:
+    """The default hooks: one round, no pruning. Subclasses override what they need.
+
+    One object per run (``methods.create``), made from the run's completed config. What it must remember across
+    a kill (IMP's rewind point) goes through ``state_dict`` / ``load_state_dict`` into every checkpoint: tensors
+    and plain values only, so checkpoints load with ``weights_only=True``."""
+
+    name = ""
+    summary = ""  # one line for --help
+    Options: type[Options] = PruningOptions  # this method's options
+    prunes = True  # attach masks to the prunable weights at build time
+    reads_files = False  # its defaults read files (a ticket's donor): methods.complete(read_files=False) skips them
+    # Per-step hooks, ``hook(run, step)`` with the step's index within the round (0-based). None: the method
+    # has none, and the loop skips the call.
+    start_step = None  # before the step's forward pass (prune on a step schedule)
+    after_backward = None  # gradients present, before optimizer.step() (gradient-based mask updates)
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.options = config.options
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        """Raise ConfigError naming the flag if one of this method's options is out of range (before any
+        default is derived from it). Subclasses call this first."""
+        o = config.options
+        if isinstance(o, PruningOptions):
+            require([("target_sparsity", o.target_sparsity is None or 0.0 <= o.target_sparsity < 1.0,
+                      f"must be in [0, 1), got {o.target_sparsity}")])
+
+    @classmethod
+    def defaults(cls, config: Config) -> dict:
+        """Values for this method's options that the user left at None (``methods.complete`` has filled the
+        target sparsity already: the paper's for the dataset)."""
+        return {}
+
+    def validate(self, sizes: Sizes) -> None:
+        """Raise ConfigError (one line naming the flag) if the config cannot run on a network and data of these
+        sizes. The default: a pruning method's target must leave at least one weight (as the count rounds)."""
+        if self.prunes and round(self.target() * sizes.prunable) >= sizes.prunable:
+            raise ConfigError(f"--target-sparsity {self.target()} prunes all {sizes.prunable:,} prunable "
+                              f"weights of this network: no weight would be left")
+
+    def label(self) -> str:
+        """The name of this variant in tables and result folders: every option that changes results is in it."""
+        return self.name
+
+    def folder(self) -> str:
+        """The results folder of this variant: its label, and the target sparsity when it prunes."""
+        return self.label() + (f"-{self.target():g}" if self.prunes else "")
+
+    def target(self) -> float:
+        """The sparsity this run ends at (0 for dense)."""
+        return self.options.target_sparsity
+
+    def rounds(self) -> int:
+        """Training cycles of ``epochs`` epochs each."""
+        return 1
+
+    def mask_scores(self, run) -> dict | None:
+        """The scores this method would rank the active weights by now (None: ``|weight|``): the would-be final
+        mask of the mask dynamics (``record.track_mask_dynamics``) is drawn with them."""
+        return None
+
+    def start_round(self, run, r: int) -> None:
+        """Before the first epoch of round ``r`` (prune at initialisation, rewind, ...)."""
+
+    def start_epoch(self, run, r: int, epoch: int) -> None:
+        """At the start of every epoch, before its first step (save a rewind point, ...)."""
+
+    def epoch_fields(self, run) -> dict:
+        """Extra entries for this epoch's history row (plain values), asked once at the end of every epoch."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def current_mask(params: list) -> torch.Tensor:
+    """Every prunable tensor's mask, flattened and concatenated, as bool."""
+    return torch.cat([getattr(m, n + "_mask").reshape(-1) != 0 for m, n in params])
+
+
+def random_scores(params: list, seed: int, device: torch.device) -> dict:
+    """Seeded uniform scores for every prunable weight, drawn on the CPU (the same on every device and rank)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {(m, n): torch.rand(getattr(m, n + "_orig").shape, generator=gen).to(device) for m, n in params}
