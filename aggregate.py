@@ -192,7 +192,7 @@ def _fmt_x(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g}x"
 
 
-OVERLAP_FRACTIONS = ("0.1", "0.25", "0.5")  # experiment.EARLY_MASK_FRACTIONS, as written in the JSON
+OVERLAP_FRACTIONS = ("0.1", "0.25", "0.5")  # record.EARLY_MASK_FRACTIONS, as written in the JSON
 
 
 def _fmt_overlaps(row: dict) -> str:

@@ -356,7 +356,7 @@ def run_epochs(run: Run) -> None:
 
 def save_final(run: Run, result: dict) -> None:
     """Rank 0: write the permanent model (compact) and the result JSON, then drop the checkpoint. A result of
-    another experiment that appeared meanwhile is never overwritten."""
+    another identity that appeared meanwhile is never overwritten."""
     c = run.config
     if not c.force:
         try:
@@ -375,7 +375,7 @@ def save_final(run: Run, result: dict) -> None:
 
 
 def train(config: Config) -> int:
-    """Run (or resume, or skip) one experiment described by ``config``; returns the exit code. Under torchrun,
+    """Run (or resume, or skip) the one run described by ``config``; returns the exit code. Under torchrun,
     every process calls this; only rank 0 prints and writes."""
     world = distributed.init(devices.pick_device(config.device).type)
     if world.is_main:

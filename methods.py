@@ -3,15 +3,15 @@ in dynamic.py; the ticket test in ticket.py. The registry (:data:`METHODS`) and 
 a config (:func:`complete`) are here too.
 
 Each method is one class (the contract: method.py) holding its options as its own dataclass. Adding a method,
-for example pruning at initialisation by ``|w * grad|``, is one class here and its line in ``METHODS``::
+for example pruning at initialisation by ``|w|``, is one class here and its name in ``METHODS``::
 
-    @dataclass(frozen=True)
-    class GradMagnitudeOptions(PruningOptions):
-        score_batches: int = option(None, "batches whose |w * grad| is summed (1)", int)
+    class InitMagnitude(AtInitialisation):  # options: AtInitialisationOptions
+        name, summary = "init-magnitude", "prune at initialisation by |w|, train with the mask"
 
-    class GradMagnitude(AtInitialisation):
-        name, summary, Options = "gradmag", "prune at init by |w * grad|", GradMagnitudeOptions
-        def scores(self, run): ...   # {(module, name): tensor}, higher = kept
+        def scores(self, run):  # {(module, name): tensor}: run.prune removes the lowest
+            return {(m, n): getattr(m, n + "_orig").detach().abs() for m, n in run.params}
+
+(tests/test_methods.py runs exactly this class end to end.)
 """
 
 from __future__ import annotations

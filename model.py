@@ -1,6 +1,6 @@
 """ResNet-18, CIFAR variant (3x3 stride-1 stem, no max-pool), as in the paper's notebooks.
 
-Nothing but the network: the training harness (experiment.py) builds it with the dataset's channels and
+Nothing but the network: the training harness (harness.py) builds it with the dataset's channels and
 classes and a seeded generator, and pruning.py finds its Conv/Linear weights.
 """
 

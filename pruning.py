@@ -4,7 +4,7 @@ At the start of each epoch, raise the target sparsity on a schedule and prune, b
 among the weights that are still active. Masks only ever shrink (no regrowth), and pruned weights stay
 exactly zero in the forward pass, the gradients and the optimizer state.
 
-This file depends on torch and the standard library only: copy it into your project. Recipe::
+This file depends on torch and the standard library only: copy it into your project. Usage::
 
     import pruning
     params = pruning.prunable_parameters(model)          # every Conv/Linear weight

@@ -1,4 +1,4 @@
-"""Run a grid of experiments (methods × targets × seeds × options) with one command; resumable.
+"""Run a grid of runs (methods × targets × seeds × options or recipe fields) with one command; resumable.
 
 Every run is one command of this project (``train_baseline.py``), started in a pool of ``--jobs`` workers, each
 pinned to a device of ``--devices`` (``cpu``, or ``cuda:0,cuda:1,...``: several jobs may share a GPU) with

@@ -6,6 +6,7 @@ import torch
 
 import aggregate
 import harness
+import methods
 import pruning
 import ticket
 import train_mnist
@@ -190,3 +191,35 @@ def test_aggregate_builds_the_method_table_and_plots_from_real_runs(mnist_idx_di
     assert aggregate.main([str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "| mnist | imp-r1 | 80.0% |" in out and "Δ vs progressive" in out
+
+
+class InitMagnitude(methods.AtInitialisation):
+    """README's "Adding a method", as written there: pruning at initialisation by |w| (a baseline of Frankle
+    et al. 2021, "Pruning Neural Networks at Initialization: Why are We Missing the Mark?")."""
+
+    name, summary = "init-magnitude", "prune at initialisation by |w|, train with the mask"
+
+    def scores(self, run):
+        return {(m, n): getattr(m, n + "_orig").detach().abs() for m, n in run.params}
+
+
+def test_a_new_method_is_one_class_and_its_registry_line(mnist_data, tmp_path, monkeypatch, recorder, capsys):
+    monkeypatch.setitem(methods.METHODS, InitMagnitude.name, InitMagnitude)  # its line in METHODS
+    script = harness.Script("train_baseline.py", ("mnist", "fashion-mnist"), tuple(methods.METHODS), "", True)
+    assert run(*baseline("init-magnitude", mnist_data, tmp_path, "--target-sparsity", "0.5", "--distribution", "erk",
+                         epochs=1), script=script) == 0
+    result = read_json(tmp_path / "mnist" / "init-magnitude-erk-0.5" / "seed42.json")  # its label, from its options
+    assert result["method"] == "init-magnitude" and result["config"]["distribution"] == "erk"
+    assert result["params_prunable"] - result["params_nonzero"] == round(0.5 * N_PRUNABLE)
+    torch.manual_seed(42)
+    init = ResNet18(in_channels=1, width=8)
+    params = pruning.prunable_parameters(init)
+    counts = pruning.layer_prune_counts(params, 0.5, "erk")
+    names = {id(m): n for n, m in init.named_modules()}
+    for (m, _), count in zip(params, counts):  # each layer keeps exactly its largest initial |w|
+        mask = recorder[0]["masks"][f"{names[id(m)]}.weight_mask"].flatten()
+        w = m.weight.detach().abs().flatten()
+        assert int((mask == 0).sum()) == count and (count == 0 or w[mask == 0].max() <= w[mask == 1].min())
+    assert run("--dataset", "mnist", "--method", "init-magnitude", "--rounds", "2", *tiny(mnist_data, tmp_path),
+               script=script) == 2  # another method's flag is refused, naming its owner
+    assert "--rounds is not an option of init-magnitude (it is one of imp)" in capsys.readouterr().err
