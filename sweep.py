@@ -79,6 +79,7 @@ def split_sets(sets: dict[str, list[str]], names: list[str]) -> tuple[dict, dict
     import config
     import methods
     common, options = {}, {name: {} for name in names}
+    offered = config.offered_options(methods.options_of(tuple(names)))  # option -> the methods taking its flag
     for key, values in sets.items():
         if key in NOT_SWEPT:
             raise SweepError(f"--set {key}: sweep it with {NOT_SWEPT[key]}")
@@ -86,8 +87,7 @@ def split_sets(sets: dict[str, list[str]], names: list[str]) -> tuple[dict, dict
         if field is not None and field.metadata["flag"] and field.metadata["kind"] != config.RUN:
             common[key] = values
             continue
-        owners = [n for n in names if key in config.option_fields(methods.METHODS[n].Options)
-                  and config.option_fields(methods.METHODS[n].Options)[key].metadata["flag"]]
+        owners = [n for n, _ in offered.get(key, [])]
         if not owners:
             what = "a run field: give it after --" if key in config.FIELDS else \
                 f"neither a recipe field nor an option of {', '.join(names)}"

@@ -15,9 +15,10 @@ import sweep
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tiny(out) -> list[str]:
-    return ["--dataset", "mnist", "--dummy", "--width", "4", "--epochs", "2", "--train-subset", "200",
-            "--out", str(out)]
+def tiny(out, data_dir=None) -> list[str]:
+    """The runs' flags: the tiny MNIST-format files when given (100 test images), else --dummy data."""
+    data = ["--data-dir", str(data_dir), "--no-download", "--val-fraction", "0.1"] if data_dir else ["--dummy"]
+    return ["--dataset", "mnist", *data, "--width", "4", "--epochs", "2", "--train-subset", "200", "--out", str(out)]
 
 
 def test_print_array_lines_are_the_dry_run_commands(tmp_path, capsys):
@@ -59,10 +60,10 @@ def results_of(out: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_an_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path):
+def test_an_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path, mnist_data):
     out = tmp_path / "runs"
     cmd = [sys.executable, "sweep.py", "--methods", "progressive,snip", "--targets", "0.8", "--seeds", "1,2",
-           "--jobs", "2", "--", *tiny(out)]
+           "--jobs", "2", "--", *tiny(out, mnist_data)]
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     deadline = time.time() + 240
@@ -82,9 +83,9 @@ def test_an_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_is_called_finished_or_skipped_by_this_attempt_not_by_its_log_history(tmp_path):
+def test_a_run_is_called_finished_or_skipped_by_this_attempt_not_by_its_log_history(tmp_path, mnist_data):
     out = tmp_path / "runs"
-    cmd = [sys.executable, "sweep.py", "--methods", "dense", "--seeds", "1", "--", *tiny(out)]
+    cmd = [sys.executable, "sweep.py", "--methods", "dense", "--seeds", "1", "--", *tiny(out, mnist_data)]
     said = [subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300).stdout for _ in range(2)]
     assert summary(said[0]) == "sweep: 1 finished" and summary(said[1]) == "sweep: 1 skipped"  # the log says so
     for path in results_of(out):
