@@ -216,27 +216,24 @@ OTHER_METHODS = {  # flags of every method not run under torchrun elsewhere in t
 
 
 @slow
-@pytest.mark.parametrize("method", sorted(OTHER_METHODS))
-def test_every_method_runs_under_torchrun(mnist_data, tmp_path, method):
+def test_every_method_runs_under_torchrun(mnist_data, tmp_path):
     assert set(OTHER_METHODS) | {"progressive", "rigl"} == set(methods.METHODS)  # every method, here or below
-    extra = OTHER_METHODS[method] + ([] if method in ("dense", "ticket") else ["--target-sparsity", "0.5"])
-    if method == "ticket":  # a donor of its own: a one-process progressive run
-        assert harness.main(methods_script(), ["--dataset", "mnist", "--method", "progressive",
-                                               *tiny(mnist_data, tmp_path / "donor", "--epochs", "1")]) == 0
-        extra = ["--mask-from", str(tmp_path / "donor" / "mnist" / "progressive-0.5" / "seed42.json")]
-    done = torchrun("--dataset", "mnist", "--method", method,
-                    *tiny_run(mnist_data, tmp_path, "--epochs", "1", *extra), script="train_baseline.py")
+    donor = tmp_path / "mnist" / "progressive-0.5" / "seed42.json"  # the ticket's, made first in the same launch
+    runs = [["--method", "progressive", "--target-sparsity", "0.5"]]
+    for method, extra in OTHER_METHODS.items():
+        target = [] if method in ("dense", "ticket") else ["--target-sparsity", "0.5"]
+        runs.append(["--method", method, *target, *extra, *(["--mask-from", str(donor)] if method == "ticket" else [])])
+    argv = [arg for run in runs for arg in ["--next", "--dataset", "mnist", *tiny_run(mnist_data, tmp_path, epochs=1),
+                                            *run]][1:]
+    done = torchrun(*argv, script="tests/several_runs.py")  # one launch: the per-launch start-up paid once
     assert done.returncode == 0, done.stderr[-2000:]
-    (path,) = (tmp_path / "mnist").rglob("seed42.json")
-    result = read_json(path)
-    target = 0.0 if method == "dense" else 0.5
-    assert result["world_size"] == 2 and result["final_sparsity"] == round(target * N_PRUNABLE) / N_PRUNABLE
-    assert all(len(m["checksums"]) == 2 and len(set(m["checksums"])) == 1 for m in result["mask_checks"])
-
-
-def methods_script():
-    import train_baseline
-    return train_baseline.SCRIPT
+    found = {read_json(p)["method"]: read_json(p) for p in (tmp_path / "mnist").rglob("seed42.json")}
+    assert set(found) == set(OTHER_METHODS) | {"progressive"}
+    for method, result in found.items():
+        target = 0.0 if method == "dense" else 0.5
+        assert result["world_size"] == 2 and result["final_sparsity"] == round(target * N_PRUNABLE) / N_PRUNABLE, method
+        assert all(len(m["checksums"]) == 2 and len(set(m["checksums"])) == 1 for m in result["mask_checks"]), method
+    assert found["imp"]["rounds"] == 2 and [e["kind"] for e in found["ticket"]["mask_events"]] == ["load"]
 
 
 @slow
