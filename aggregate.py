@@ -152,6 +152,30 @@ def welch_p_value(a: list[float], b: list[float]) -> float | None:
     return None if math.isnan(p) else p
 
 
+def paired_difference(a: dict, b: dict) -> tuple[float, float | None, float | None] | None:
+    """Per-seed accuracy differences of two groups that hold the same seeds (the methods share each seed's
+    initialisation and data order): (mean, sd, two-sided p of the paired t-test, scipy.stats.ttest_rel); None
+    when their seeds differ or there are fewer than two; p None when every difference is the same.
+
+    Example:
+        >>> a, b = {"seeds": [1, 2, 3], "acc": [90.0, 91.0, 92.5]}, {"seeds": [1, 2, 3], "acc": [89.0, 90.5, 91.0]}
+        >>> mean, sd, p = paired_difference(a, b)
+        >>> round(mean, 3), round(sd, 3), round(p, 3)
+        (1.0, 0.5, 0.074)
+        >>> paired_difference(a, {"seeds": [1, 2, 4], "acc": [1.0, 2.0, 3.0]}) is None
+        True
+    """
+    if a["seeds"] != b["seeds"] or len(a["seeds"]) < 2:
+        return None
+    differences = [x - y for x, y in zip(a["acc"], b["acc"])]
+    mean, sd = mean_sd(differences, ddof=1)
+    if not sd:
+        return mean, sd, None
+    from scipy import stats  # deferred: only the comparison needs it
+    p = float(stats.ttest_rel(a["acc"], b["acc"]).pvalue)
+    return mean, sd, None if math.isnan(p) else p
+
+
 def holm_adjust(p_values: list[float | None]) -> list[float | None]:
     """Holm's step-down adjusted p-values (family-wise error control over the given tests); None stays None.
 
@@ -224,10 +248,14 @@ def comparison_table(summaries: list[dict]) -> list[dict]:
             row[f"{name}_n"] = ref and ref["n"]
             row[f"delta_{name}_pp"] = ref and s["acc_mean"] - ref["acc_mean"]
             row[f"{name}_welch_p"] = ref and welch_p_value(s["acc"], ref["acc"])
+            paired = ref and paired_difference(s, ref)
+            for key, value in zip(("paired_delta_pp", "paired_sd", "paired_p"), paired or (None, None, None)):
+                row[f"{name}_{key}"] = value
         rows.append(row)
-    for name in (results.DENSE, results.PAPER_METHOD):  # one family per reference: every target and method
-        for row, p in zip(rows, holm_adjust([row[f"{name}_welch_p"] for row in rows])):
-            row[f"{name}_holm_p"] = p
+    for name in (results.DENSE, results.PAPER_METHOD):  # one family per reference and test: every target, method
+        for test, holm in (("welch", f"{name}_holm_p"), ("paired", f"{name}_paired_holm_p")):
+            for row, p in zip(rows, holm_adjust([row[f"{name}_{test}_p"] for row in rows])):
+                row[holm] = p
     return rows
 
 
@@ -269,6 +297,14 @@ def _fmt_delta(row: dict, name: str) -> str:
             f"{'' if holm is None else f', Holm {holm:.2g}'})")
 
 
+def _fmt_paired(row: dict, name: str) -> str:
+    if row[f"{name}_paired_delta_pp"] is None:
+        return "–"
+    sd, p, holm = row[f"{name}_paired_sd"], row[f"{name}_paired_p"], row[f"{name}_paired_holm_p"]
+    return (f"{row[f'{name}_paired_delta_pp']:+.2f} ± {sd:.2f} (p {'–' if p is None else f'{p:.2g}'}"
+            f"{'' if holm is None else f', Holm {holm:.2g}'})")
+
+
 def display_rows(name: str, rows: list[dict]) -> list[dict]:
     """Human-readable columns for Markdown and LaTeX."""
     if name == "main":
@@ -287,6 +323,9 @@ def display_rows(name: str, rows: list[dict]) -> list[dict]:
                  "inference MACs (× dense)": _fmt_x(r["inference_x"]),
                  f"Δ vs {results.DENSE}, pp (Welch p, Holm)": _fmt_delta(r, results.DENSE),
                  f"Δ vs {results.PAPER_METHOD}, pp (Welch p, Holm)": _fmt_delta(r, results.PAPER_METHOD),
+                 f"paired Δ vs {results.DENSE}, pp (mean ± sd over seeds; p, Holm)": _fmt_paired(r, results.DENSE),
+                 f"paired Δ vs {results.PAPER_METHOD}, pp (mean ± sd over seeds; p, Holm)":
+                     _fmt_paired(r, results.PAPER_METHOD),
                  "parameters": f"{fmt_params(r['prunable'])} → {fmt_params(r['nonzero'])} "
                                f"(-{100 * r['param_reduction']:.1f}%)", "config": r["config"]}
                 for r in rows]
@@ -392,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         summaries, tables = build_tables(load_results(args.paths, args.strict), args.ddof)
         note = (f"Mean ± {'sample' if args.ddof == 1 else 'population'} sd (ddof={args.ddof}) over seeds of the "
                 f"final model's test accuracy. Welch's t-test: two-sided, unequal variances (scipy.stats.ttest_ind); "
-                f"Holm: its p adjusted over every comparison in the table against the same reference. "
+                f"paired: the per-seed differences where both groups hold the same seeds (the same initialisation "
+                f"and data order), two-sided paired t-test (scipy.stats.ttest_rel); Holm: each test's p adjusted "
+                f"over every comparison in the table against the same reference. "
                 f"Epochs trained: every epoch of every round, the training cost.")
         text = RENDERERS[args.format](tables, note)
         if args.output:

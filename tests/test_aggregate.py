@@ -213,3 +213,24 @@ def test_holm_adjustment_is_step_down_in_the_input_order():
     assert aggregate.holm_adjust([0.5, None, 0.4]) == [0.8, None, 0.8]
     assert aggregate.holm_adjust([0.9, 0.6]) == [1.0, 1.0]
     assert aggregate.holm_adjust([None]) == [None]
+
+
+def test_paired_differences_where_groups_share_their_seeds(tmp_path):
+    # a pruned group and dense on the same three seeds: paired over seeds; a group on other seeds: Welch only
+    dense = {42: 95.0, 123: 95.4, 456: 94.8}
+    pruned = {42: 94.5, 123: 95.1, 456: 94.0}
+    for seed in dense:
+        write(tmp_path / "d", f"seed{seed}.json", result(seed, dense[seed], method="dense"))
+        write(tmp_path / "p", f"seed{seed}.json", result(seed, pruned[seed]))
+    for seed, acc in ((1, 94.0), (2, 94.6)):
+        write(tmp_path / "o", f"seed{seed}.json", result(seed, acc, target=0.9))
+    (row,) = [r for r in tables_of([tmp_path])["comparison"] if r["target_sparsity"] == 0.796]
+    from scipy import stats
+    assert row["dense_paired_delta_pp"] == pytest.approx(-0.5333333333, abs=1e-9)  # (-0.5, -0.3, -0.8) / 3
+    assert row["dense_paired_sd"] == pytest.approx(0.2516611478, abs=1e-9)
+    assert row["dense_paired_p"] == pytest.approx(float(stats.ttest_rel(list(pruned.values()), list(dense.values())).pvalue))
+    assert row["dense_paired_holm_p"] == pytest.approx(row["dense_paired_p"])  # the only paired test: Holm = p
+    (other,) = [r for r in tables_of([tmp_path])["comparison"] if r["target_sparsity"] == 0.9]
+    assert other["dense_paired_delta_pp"] is None and other["dense_welch_p"] is not None  # seeds 1, 2 vs 42, ...
+    text = aggregate.render_markdown(tables_of([tmp_path]), "")
+    assert "-0.53 ± 0.25 (p " in text and "paired Δ vs dense" in text
