@@ -86,7 +86,8 @@ def inference_cost(per_layer: list[dict]) -> dict:
 
 
 TRAINING_COST_RULE = ("sum over training steps of (forward + backward = 3 x forward) MACs at that step's masks, "
-                      "per image, conv and linear layers; RigL update steps and SNIP scoring batches dense")
+                      "per image, conv and linear layers; RigL update steps and SNIP scoring batches dense; GraSP "
+                      "scoring images dense, 9 x forward (gradient pass 3x, Hessian-gradient pass 6x)")
 
 
 def step_macs(macs_per_image: int, images: int) -> int:

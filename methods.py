@@ -1,17 +1,9 @@
-"""The training methods: dense, the paper's progressive pruning, oneshot, SNIP, random and IMP here; RigL and SET
-in dynamic.py; the ticket test in ticket.py. The registry (:data:`METHODS`) and the one function that completes
-a config (:func:`complete`) are here too.
+"""The training methods: dense, the paper's progressive pruning, oneshot, SNIP, random and GraSP here; IMP in
+imp.py; RigL and SET in dynamic.py; the ticket test in ticket.py. The registry (:data:`METHODS`) and the one
+function that completes a config (:func:`complete`) are here too.
 
-Each method is one class (the contract: method.py) holding its options as its own dataclass. Adding a method,
-for example pruning at initialisation by ``|w|``, is one class here and its name in ``METHODS``::
-
-    class InitMagnitude(AtInitialisation):  # options: AtInitialisationOptions
-        name, summary = "init-magnitude", "prune at initialisation by |w|, train with the mask"
-
-        def scores(self, run):  # {(module, name): tensor}: run.prune removes the lowest
-            return {(m, n): getattr(m, n + "_orig").detach().abs() for m, n in run.params}
-
-(tests/test_methods.py runs exactly this class end to end.)
+Each method is one class (the contract: method.py) holding its options as its own dataclass; adding one is a
+class here and its name in ``METHODS`` (README, "Adding a method"; tests/test_methods.py runs that example).
 """
 
 from __future__ import annotations
@@ -23,13 +15,13 @@ import torch
 import data
 import distributed
 import pruning
-from config import PAPER_TARGETS, Config, ConfigError, Options, option, option_fields, require, validate, \
+from config import PAPER_TARGETS, Config, ConfigError, Options, finite, option, option_fields, require, validate, \
     with_recipe_defaults
 from dynamic import SET, RigL
+from imp import IterativeMagnitude
 from method import Method, PruningOptions, Sizes, random_scores
 from ticket import Ticket
 
-MAX_ROUNDS = 100  # imp: more rounds than this is a typo (each round is a whole training cycle)
 
 
 class Dense(Method):
@@ -278,93 +270,94 @@ class Random(AtInitialisation):
 
 
 @dataclass(frozen=True)
-class IterativeMagnitudeOptions(PruningOptions):
-    rounds: int = option(None, "pruning rounds after the dense round 0 (smallest R with 0.8**R <= 1 - target)", int)
-    rewind_epoch: int = option(None, "epoch of round 0 whose weights every later round rewinds to (0)", int)
+class GraspOptions(AtInitialisationOptions):
+    score_batches: int = option(None, "batches of --batch-size class-balanced training images scored (1)", int)
+    temperature: float = option(None, "the logits are divided by this before the loss (200, as the GraSP code)",
+                                float)
 
 
-class IterativeMagnitude(Method):
-    """Iterative magnitude pruning with rewinding: lottery tickets (Frankle & Carbin 2019, "The Lottery Ticket
-    Hypothesis"; rewinding: Frankle et al. 2020, "Linear Mode Connectivity and the Lottery Ticket Hypothesis").
+class Grasp(AtInitialisation):
+    """GraSP (Wang, Zhang & Grosse 2020, "Picking Winning Tickets Before Training by Preserving Gradient Flow"),
+    as their code computes it: at initialisation, on a class-balanced sample of ``--score-batches`` batches of
+    training images (augmented as in training), with the logits divided by ``--temperature`` (200) and plain
+    cross-entropy: the gradient ``g`` of the loss summed over the batches, then the Hessian-gradient product
+    ``Hg`` by one Hessian-vector product per batch (:func:`hessian_gradient_product`). The weights of highest
+    score ``-w * Hg`` are pruned (removing them reduces the gradient flow least), to the exact count; the
+    network's state (BatchNorm statistics) is left as it was."""
 
-    Round 0 trains the dense network for the full schedule. Each of the ``R = --rounds`` later rounds first
-    prunes by global magnitude among the active weights to ``1 - (1 - target) ** (r / R)`` (round R ends exactly
-    at the target), rewinds the surviving weights and every buffer to their values at the start of epoch
-    ``--rewind-epoch`` of round 0 (0 = initialisation), resets the optimizer and LR schedule to that point, and
-    trains again for the full schedule. Default R: the smallest R with 0.8**R <= 1 - target (20% of the
-    remaining weights per round, as in the LTH papers). The rewind point is saved in every checkpoint."""
-
-    name = "imp"
-    summary = "lottery tickets: dense round 0, then --rounds rounds of prune + rewind to --rewind-epoch + retrain"
-    Options = IterativeMagnitudeOptions
-
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
-        self.rewind: dict | None = None  # run.snapshot() at the rewind epoch of round 0
+    name = "grasp"
+    summary = "prune at initialisation by GraSP's -w * Hg (gradient flow), train with the mask"
+    Options = GraspOptions
 
     @classmethod
     def check(cls, config: Config) -> None:
         super().check(config)
-        c, o = config, config.options
-        require([("rounds", o.rounds is None or 1 <= o.rounds <= MAX_ROUNDS,
-                  f"must be in [1, {MAX_ROUNDS}], got {o.rounds}"),
-                 ("rewind_epoch", o.rewind_epoch is None or 0 <= o.rewind_epoch < c.epochs,
-                  f"must be an epoch in [0, {c.epochs}), got {o.rewind_epoch}")])
+        o = config.options
+        require([("score_batches", o.score_batches is None or o.score_batches >= 1,
+                  f"must be positive, got {o.score_batches}"),
+                 ("temperature", o.temperature is None or (finite(o.temperature) and o.temperature > 0),
+                  f"must be positive, got {o.temperature}")])
 
     @classmethod
     def defaults(cls, config: Config) -> dict:
         o = config.options
-        rounds = o.rounds
-        if rounds is None:  # smallest R with 0.8**R <= 1 - target (computed by counting: no log rounding)
-            rounds = 1
-            while 0.8 ** rounds > 1.0 - o.target_sparsity:
-                rounds += 1
-        return {"rounds": rounds, "rewind_epoch": o.rewind_epoch or 0}
+        return {**super().defaults(config), "score_batches": o.score_batches or 1,
+                "temperature": 200.0 if o.temperature is None else o.temperature}
 
     def label(self) -> str:
         o = self.options
-        return f"{self.name}-r{o.rounds}" + (f"-rewind{o.rewind_epoch}" if o.rewind_epoch else "")
+        return self.name + ("" if o.score_batches == 1 else f"-b{o.score_batches}") + \
+            ("" if o.temperature == 200 else f"-t{o.temperature:g}") + ("" if o.distribution is None else f"-{o.distribution}")
 
     def validate(self, sizes: Sizes) -> None:
         super().validate(sizes)
-        o = self.options
-        pruned = [round(self.round_sparsity(r) * sizes.prunable) for r in range(o.rounds + 1)]
-        idle = next((r for r in range(1, len(pruned)) if pruned[r] <= pruned[r - 1]), None)
-        if idle is not None:  # the same rounding as global_magnitude_prune: round(sparsity * n)
-            raise ConfigError(f"--rounds {o.rounds}: round {idle} would prune no weight (target "
-                              f"{o.target_sparsity} of {sizes.prunable:,} weights); use fewer rounds")
+        if self.options.score_batches > sizes.train_batches:
+            raise ConfigError(f"--score-batches {self.options.score_batches} is more than the {sizes.train_batches} "
+                              f"training batches of an epoch")
 
-    def rounds(self) -> int:
-        return self.options.rounds + 1
+    def scores(self, run) -> dict:
+        c, d, model, o = self.config, run.data, run.model, self.options
+        labels = d.train[1]
+        chosen = data.balanced_subset(labels.cpu(), min(o.score_batches * c.batch_size, labels.numel()), c.seed)
+        chosen = chosen.to(labels.device)
+        images = d.train_transform(d.train[0][chosen], data.epoch_generator(c.seed, 0))
+        batches = [(images[i:i + c.batch_size], labels[chosen][i:i + c.batch_size])
+                   for i in range(0, chosen.numel(), c.batch_size)]
+        buffers = {k: v.clone() for k, v in model.state_dict().items()}  # forward passes move BN statistics
+        model.train()
+        origs = [getattr(m, n + "_orig") for m, n in run.params]
+        loss = lambda logits, y: torch.nn.functional.cross_entropy(logits.float() / o.temperature, y)  # noqa: E731
+        _, hg = hessian_gradient_product(model, origs, batches, loss)
+        model.zero_grad(set_to_none=True)
+        model.load_state_dict(buffers)
+        run.add_train_macs(9 * run.macs[0] * chosen.numel())  # gradient pass 3x, Hessian-gradient pass 6x (dense)
+        scores = {(m, n): orig.detach() * h for (m, n), orig, h in zip(run.params, origs, hg)}
+        for score in scores.values():  # equal on every rank already (each scores the same images); made certain
+            distributed.all_reduce_sum(score, run.world).div_(run.world.size)
+        return scores  # w * Hg: run.prune removes the lowest, the highest -w * Hg
 
-    def round_sparsity(self, r: int) -> float:
-        o = self.options
-        if r == 0:
-            return 0.0
-        if r >= o.rounds:
-            return o.target_sparsity  # exactly, no floating-point round trip
-        return 1.0 - (1.0 - o.target_sparsity) ** (r / o.rounds)
 
-    def start_round(self, run, r: int) -> None:
-        if r > 0:
-            run.prune(self.round_sparsity(r), 0)
-            run.restore(self.rewind, keep_masks=True)
-
-    def start_epoch(self, run, r: int, epoch: int) -> None:
-        if r == 0 and epoch == self.options.rewind_epoch:
-            self.rewind = run.snapshot()
-
-    def state_dict(self) -> dict:
-        return {} if self.rewind is None else {"rewind": self.rewind}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rewind = state.get("rewind")
+def hessian_gradient_product(model: torch.nn.Module, params: list, batches: list, loss) -> tuple[list, list]:
+    """GraSP's two passes over ``batches``: the gradient ``g = sum_b d loss_b / d params`` (no graph), then
+    ``Hg = sum_b d (g . d loss_b / d params) / d params`` (one Hessian-vector product per batch, by double
+    backpropagation, ``g`` held fixed); returns (g, Hg), one tensor per parameter. ``loss(logits, y)``."""
+    grad = [torch.zeros_like(p) for p in params]
+    for x, y in batches:
+        for g, part in zip(grad, torch.autograd.grad(loss(model(x), y), params)):
+            g.add_(part)
+    hg = [torch.zeros_like(p) for p in params]
+    for x, y in batches:
+        parts = torch.autograd.grad(loss(model(x), y), params, create_graph=True)
+        flow = sum((g * part).sum() for g, part in zip(grad, parts))
+        for h, part in zip(hg, torch.autograd.grad(flow, params)):
+            h.add_(part)
+    return grad, hg
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The registry, and completing a config
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Progressive, Dense, OneShot, Snip, Random,
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Progressive, Dense, OneShot, Snip, Random, Grasp,
                                                         IterativeMagnitude, Ticket, RigL, SET)}
 
 

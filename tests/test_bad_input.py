@@ -47,6 +47,9 @@ CASES = [  # (script, flags after the tiny run's, message)
     (BASELINE, ["--method", "random", "--mask-from", "x.json"], "--mask-from is not an option of random (it is one of ticket)"),
     (BASELINE, ["--method", "ticket"], "--method ticket needs --mask-from"),
     (BASELINE, ["--method", "ticket", "--mask-from", "nothing.json"], "--mask-from: nothing.json: cannot read"),
+    (BASELINE, ["--method", "grasp", "--temperature", "0"], "--temperature must be positive, got 0.0"),
+    (BASELINE, ["--method", "grasp", "--score-batches", "7"], "--score-batches 7 is more than the 6 training batches"),
+    (BASELINE, ["--method", "snip", "--temperature", "2"], "--temperature is not an option of snip (it is one of grasp)"),
     # schedules
     (BASELINE, ["--method", "progressive", "--prune-every", "0"], "--prune-every must be at least 1 step, got 0"),
     (BASELINE, ["--method", "progressive", "--prune-start", "1.0"], "--prune-start must be in [0, 1), got 1.0"),

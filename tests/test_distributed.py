@@ -211,7 +211,7 @@ def test_a_killed_torchrun_job_resumes_to_the_same_result(mnist_idx_dir, tmp_pat
 
 OTHER_METHODS = {  # flags of every method not run under torchrun elsewhere in this file (progressive, rigl)
     "dense": [], "oneshot": ["--epochs", "2"], "snip": [], "random": ["--distribution", "erk"],
-    "imp": ["--rounds", "1"], "set": ["--update-every", "2", "--epochs", "2"], "ticket": [],
+    "imp": ["--rounds", "1"], "set": ["--update-every", "2", "--epochs", "2"], "ticket": [], "grasp": [],
 }
 
 

@@ -223,3 +223,36 @@ def test_a_new_method_is_one_class_and_its_registry_line(mnist_data, tmp_path, m
     assert run("--dataset", "mnist", "--method", "init-magnitude", "--rounds", "2", *tiny(mnist_data, tmp_path),
                script=script) == 2  # another method's flag is refused, naming its owner
     assert "--rounds is not an option of init-magnitude (it is one of imp)" in capsys.readouterr().err
+
+
+def test_grasp_hessian_gradient_product_is_torch_hvp():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    batches = [(torch.randn(4, 6), torch.tensor([0, 1, 2, 1])), (torch.randn(4, 6), torch.tensor([2, 2, 0, 1]))]
+    loss = lambda logits, y: torch.nn.functional.cross_entropy(logits / 200.0, y)  # noqa: E731
+    params = [net[0].weight, net[2].weight]
+    g, hg = methods.hessian_gradient_product(net, params, batches, loss)
+
+    def total_loss(w0, w2):  # the same sum of batch losses as a function of the two weights
+        out = lambda x: torch.func.functional_call(net, {"0.weight": w0, "2.weight": w2}, (x,))  # noqa: E731
+        return sum(loss(out(x), y) for x, y in batches)
+    expected_g = torch.autograd.grad(total_loss(*params), params)
+    _, expected_hg = torch.autograd.functional.hvp(total_loss, tuple(p.detach() for p in params), tuple(expected_g))
+    for got, want in zip(g + hg, list(expected_g) + list(expected_hg)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-9)
+    assert all(float(h.abs().sum()) > 0 for h in hg)
+
+
+def test_grasp_prunes_the_exact_count_even_when_every_score_ties(mnist_data, tmp_path, monkeypatch, recorder):
+    assert run(*baseline("grasp", mnist_data, tmp_path / "a", "--target-sparsity", "0.9", epochs=1)) == 0
+    assert run(*baseline("grasp", mnist_data, tmp_path / "b", "--target-sparsity", "0.9", epochs=1)) == 0
+    result = read_json(tmp_path / "a" / "mnist" / "grasp-0.9" / "seed42.json")
+    assert result["config"]["temperature"] == 200.0 and result["config"]["score_batches"] == 1
+    assert result["params_prunable"] - result["params_nonzero"] == round(0.9 * N_PRUNABLE)
+    assert same_masks(recorder[0]["masks"], recorder[1]["masks"])  # seeded: the same mask twice
+    assert torch.equal(recorder[0]["state"]["bn1.running_mean"], torch.zeros(8))  # scoring left BN as it was
+    zeros = lambda model, params, batches, loss: ([torch.zeros_like(p) for p in params],) * 2  # noqa: E731
+    monkeypatch.setattr(methods, "hessian_gradient_product", zeros)  # every score 0: one big tie
+    assert run(*baseline("grasp", mnist_data, tmp_path / "c", "--target-sparsity", "0.9", epochs=1)) == 0
+    tied = read_json(tmp_path / "c" / "mnist" / "grasp-0.9" / "seed42.json")
+    assert tied["params_prunable"] - tied["params_nonzero"] == round(0.9 * N_PRUNABLE)

@@ -75,7 +75,7 @@ def test_every_field_is_a_flag_of_a_script_that_uses_it():
     derived = {name for name, f in every.items() if not f.metadata["flag"]}
     assert derived == {"script", "donor", "donor_id"} and set(every) - derived <= flags
     options = {n for m in methods.METHODS.values() for n in config.option_fields(m.Options)}
-    assert "target_sparsity" in options and len(options) == 17  # one flag per name, shared where methods share it
+    assert "target_sparsity" in options and len(options) == 18  # one flag per name, shared where methods share it
 
 
 def test_a_method_takes_exactly_its_own_flags():
