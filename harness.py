@@ -73,7 +73,7 @@ class Run:
     step_images: int = 0  # images in the current training step (global batch)
     state: dict = field(default_factory=lambda: {"round": 0, "epoch": 0, "history": [], "wall_time_s": 0.0,
                                                   "mask_checks": [], "mask_events": [], "dynamics": {},
-                                                  "train_macs": 0})
+                                                  "train_macs": 0, "empty_layers": 0})
 
     def refresh_macs(self) -> None:
         """Recount the forward MACs per image at the current masks (after every mask change)."""
@@ -352,6 +352,16 @@ def run_epochs(run: Run) -> None:
             state.update(after)  # only now: run.state describes the last checkpoint written
             distributed.barrier(run.world)  # no rank runs ahead of the checkpoint it would resume from
             log_epoch(row, run, rounds)
+            warn_empty_layers(run, f"after epoch {epoch + 1}" + (f" of round {r}" if rounds > 1 else ""))
+
+
+def warn_empty_layers(run: Run, when: str) -> None:
+    """One log line each time the set of prunable tensors without any active weight grows."""
+    empty = record.empty_layers(run)
+    if len(empty) > run.state.setdefault("empty_layers", 0):
+        print(f"warning: {len(empty)} prunable tensor(s) have no active weight left {when} ({', '.join(empty)}): "
+              f"the network is cut there", flush=True)
+    run.state["empty_layers"] = len(empty)
 
 
 def save_final(run: Run, result: dict) -> None:

@@ -63,6 +63,14 @@ def mask_overlaps(run) -> dict[str, dict] | None:
                                                                        final)} for f, e in early.items()}
 
 
+def empty_layers(run) -> list[str]:
+    """The prunable tensors with no active weight left: the network is cut there (extreme targets, global
+    rankings). Said in the log as soon as it happens and in the result; never refused, since it is a finding."""
+    names = {id(m): name for name, m in run.model.named_modules()}
+    return [f"{names[id(m)]}.{n}".lstrip(".") for m, n in run.params
+            if run.method.prunes and not bool(getattr(m, n + "_mask").any())]
+
+
 def final_result(run, test_loss: float, test_acc: float) -> dict:
     """Describe the run, with its final model's test loss and accuracy (evaluated once, by the harness): the
     result JSON (results.py)."""
@@ -82,6 +90,7 @@ def final_result(run, test_loss: float, test_acc: float) -> dict:
         "best_val_epoch": best["epoch"] if best else None,
         "params_total": sum(p.numel() for p in run.model.parameters()), "params_prunable": n_prunable,
         "params_nonzero": n_nonzero, "per_layer": per_layer,
+        "empty_layers": [row["name"] for row in per_layer if row["nonzero"] == 0],  # cut: no active weight left
         "epochs": c.epochs, "rounds": method.rounds(), "epochs_trained": len(history),  # the cost
         "history": history, "config": c.to_dict(), "wall_time_s": run.state["wall_time_s"],
         "mask_events": run.state["mask_events"],  # every mask change: round, step in the round, sparsity, kind

@@ -256,3 +256,29 @@ def test_grasp_prunes_the_exact_count_even_when_every_score_ties(mnist_data, tmp
     assert run(*baseline("grasp", mnist_data, tmp_path / "c", "--target-sparsity", "0.9", epochs=1)) == 0
     tied = read_json(tmp_path / "c" / "mnist" / "grasp-0.9" / "seed42.json")
     assert tied["params_prunable"] - tied["params_nonzero"] == round(0.9 * N_PRUNABLE)
+
+
+EXTREME = {"progressive": [], "oneshot": [], "snip": [], "random": [], "grasp": [], "imp": ["--rounds", "2"],
+           "rigl": ["--update-every", "2"], "set": ["--update-every", "2"]}  # ticket: its donor's target
+
+
+@pytest.mark.parametrize("method", sorted(EXTREME))
+def test_extreme_targets_prune_exactly_and_name_the_layers_they_cut(mnist_data, tmp_path, capsys, method):
+    assert set(EXTREME) | {"dense", "ticket"} == set(methods.METHODS)
+    assert run(*baseline(method, mnist_data, tmp_path, "--target-sparsity", "0.99", *EXTREME[method], epochs=2)) == 0
+    (path,) = tmp_path.rglob("seed42.json")
+    result = read_json(path)
+    assert result["params_prunable"] - result["params_nonzero"] == round(0.99 * N_PRUNABLE)
+    assert result["empty_layers"] == [row["name"] for row in result["per_layer"] if row["nonzero"] == 0]
+    assert ("no active weight left" in capsys.readouterr().out) == bool(result["empty_layers"])
+
+
+def test_a_run_that_cuts_the_network_says_where(tmp_path, capsys):
+    # seeded random scores, one global ranking at 99% of width 4: three tensors lose every weight (CPU-independent)
+    assert run("--dataset", "mnist", "--method", "random", "--dummy", "--width", "4", "--epochs", "2",
+               "--train-subset", "200", "--target-sparsity", "0.99", "--out", str(tmp_path), "--device", "cpu") == 0
+    cut = ["conv1.weight", "layer1.1.conv1.weight", "layer2.0.shortcut.0.weight"]
+    assert read_json(tmp_path / "mnist" / "random-0.99" / "seed42.json")["empty_layers"] == cut
+    out = capsys.readouterr().out
+    assert out.count("warning: 3 prunable tensor(s) have no active weight left after epoch 1") == 1  # said once
+    assert ", ".join(cut) in out
