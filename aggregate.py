@@ -18,13 +18,13 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
 import statistics
 import sys
 from collections import defaultdict
 
 import results
+import stats
 
 
 class AggregateError(Exception):
@@ -99,17 +99,9 @@ def distinguishing_config(groups: list[list[dict]]) -> list[str]:
                                  any(varies(k, members) for members in same_label))]
 
 
-def mean_sd(values: list[float], ddof: int) -> tuple[float, float | None]:
-    """Mean and sd (ddof 1: sample, 0: population); sd is None for a single value."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, statistics.stdev(values) if ddof == 1 else statistics.pstdev(values)
-
-
 def summarize(group: list[dict], ddof: int, config_keys: list[str]) -> dict:
     acc = [r["test_accuracy"] for r in group]
-    mean, sd = mean_sd(acc, ddof)
+    mean, sd = stats.mean_sd(acc, ddof)
     first = group[0]
     config = dict(results.group_key(first))
     return {
@@ -141,61 +133,6 @@ def mean_overlaps(group: list[dict]) -> dict[str, float]:
     per_run = [r.get("early_mask_overlap") or {} for r in group]
     common = set.intersection(*(set(o) for o in per_run))
     return {f: statistics.fmean(o[f]["overlap"] for o in per_run) for f in sorted(common, key=float)}
-
-
-def welch_p_value(a: list[float], b: list[float]) -> float | None:
-    """Two-sided p-value of Welch's t-test (scipy.stats.ttest_ind, equal_var=False); None if undefined."""
-    if len(a) < 2 or len(b) < 2 or (statistics.variance(a) == 0 and statistics.variance(b) == 0):
-        return None
-    from scipy import stats  # deferred: only the comparison needs it
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return None if math.isnan(p) else p
-
-
-def paired_difference(a: dict, b: dict) -> tuple[float, float | None, float | None] | None:
-    """Per-seed accuracy differences of two groups that hold the same seeds (the methods share each seed's
-    initialisation and data order): (mean, sd, two-sided p of the paired t-test, scipy.stats.ttest_rel); None
-    when their seeds differ or there are fewer than two; p None when every difference is the same.
-
-    Example:
-        >>> a, b = {"seeds": [1, 2, 3], "acc": [90.0, 91.0, 92.5]}, {"seeds": [1, 2, 3], "acc": [89.0, 90.5, 91.0]}
-        >>> mean, sd, p = paired_difference(a, b)
-        >>> round(mean, 3), round(sd, 3), round(p, 3)
-        (1.0, 0.5, 0.074)
-        >>> paired_difference(a, {"seeds": [1, 2, 4], "acc": [1.0, 2.0, 3.0]}) is None
-        True
-    """
-    if a["seeds"] != b["seeds"] or len(a["seeds"]) < 2:
-        return None
-    differences = [x - y for x, y in zip(a["acc"], b["acc"])]
-    mean, sd = mean_sd(differences, ddof=1)
-    if not sd:
-        return mean, sd, None
-    from scipy import stats  # deferred: only the comparison needs it
-    p = float(stats.ttest_rel(a["acc"], b["acc"]).pvalue)
-    return mean, sd, None if math.isnan(p) else p
-
-
-def holm_adjust(p_values: list[float | None]) -> list[float | None]:
-    """Holm's step-down adjusted p-values (family-wise error control over the given tests); None stays None.
-
-    Args:
-        p_values: one p-value per test (None: no test), in any order.
-    Returns:
-        The adjusted p-values in the same order: the k-th smallest of m is multiplied by m - k + 1, made
-        non-decreasing in that order, capped at 1. A test survives at level a when its adjusted p < a.
-
-    Example:
-        >>> holm_adjust([0.01, 0.04, None, 0.03])
-        [0.03, 0.06, None, 0.06]
-    """
-    order = sorted((i for i, p in enumerate(p_values) if p is not None), key=lambda i: p_values[i])
-    adjusted: list[float | None] = [None] * len(p_values)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p_values[i]))
-        adjusted[i] = round(running, 12)  # no float noise in the printed value
-    return adjusted
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -247,14 +184,14 @@ def comparison_table(summaries: list[dict]) -> list[dict]:
             row[f"{name}_acc"] = ref and ref["acc_mean"]
             row[f"{name}_n"] = ref and ref["n"]
             row[f"delta_{name}_pp"] = ref and s["acc_mean"] - ref["acc_mean"]
-            row[f"{name}_welch_p"] = ref and welch_p_value(s["acc"], ref["acc"])
-            paired = ref and paired_difference(s, ref)
+            row[f"{name}_welch_p"] = ref and stats.welch_p_value(s["acc"], ref["acc"])
+            paired = ref and stats.paired_difference(s, ref)
             for key, value in zip(("paired_delta_pp", "paired_sd", "paired_p"), paired or (None, None, None)):
                 row[f"{name}_{key}"] = value
         rows.append(row)
     for name in (results.DENSE, results.PAPER_METHOD):  # one family per reference and test: every target, method
         for test, holm in (("welch", f"{name}_holm_p"), ("paired", f"{name}_paired_holm_p")):
-            for row, p in zip(rows, holm_adjust([row[f"{name}_{test}_p"] for row in rows])):
+            for row, p in zip(rows, stats.holm_adjust([row[f"{name}_{test}_p"] for row in rows])):
                 row[holm] = p
     return rows
 

@@ -352,16 +352,7 @@ def run_epochs(run: Run) -> None:
             state.update(after)  # only now: run.state describes the last checkpoint written
             distributed.barrier(run.world)  # no rank runs ahead of the checkpoint it would resume from
             log_epoch(row, run, rounds)
-            warn_empty_layers(run, f"after epoch {epoch + 1}" + (f" of round {r}" if rounds > 1 else ""))
-
-
-def warn_empty_layers(run: Run, when: str) -> None:
-    """One log line each time the set of prunable tensors without any active weight grows."""
-    empty = record.empty_layers(run)
-    if len(empty) > run.state.setdefault("empty_layers", 0):
-        print(f"warning: {len(empty)} prunable tensor(s) have no active weight left {when} ({', '.join(empty)}): "
-              f"the network is cut there", flush=True)
-    run.state["empty_layers"] = len(empty)
+            record.warn_empty_layers(run, f"after epoch {epoch + 1}" + (f" of round {r}" if rounds > 1 else ""))
 
 
 def save_final(run: Run, result: dict) -> None:

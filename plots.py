@@ -6,10 +6,10 @@ matplotlib is imported when a figure is drawn, so importing this module changes 
 from __future__ import annotations
 
 import os
-import statistics
 from collections import defaultdict
 
 import results
+import stats
 
 
 
@@ -172,9 +172,10 @@ def _band(ax, histories: list[list[dict]], key: str, label: str, style: tuple[st
         values = [h[e].get(key) for h in histories]
         if any(v is None for v in values):
             continue
+        mean, sd = stats.mean_sd([scale * v for v in values], ddof=1)
         epochs.append(e + 1)
-        means.append(statistics.fmean(scale * v for v in values))
-        sds.append(statistics.stdev(scale * v for v in values) if len(values) > 1 else 0.0)  # sample sd
+        means.append(mean)
+        sds.append(sd or 0.0)
     if not epochs:
         return
     colour, marker = style

@@ -71,6 +71,15 @@ def empty_layers(run) -> list[str]:
             if run.method.prunes and not bool(getattr(m, n + "_mask").any())]
 
 
+def warn_empty_layers(run, when: str) -> None:
+    """One log line each time the set of prunable tensors without any active weight grows."""
+    empty = empty_layers(run)
+    if len(empty) > run.state.setdefault("empty_layers", 0):
+        print(f"warning: {len(empty)} prunable tensor(s) have no active weight left {when} ({', '.join(empty)}): "
+              f"the network is cut there", flush=True)
+    run.state["empty_layers"] = len(empty)
+
+
 def final_result(run, test_loss: float, test_acc: float) -> dict:
     """Describe the run, with its final model's test loss and accuracy (evaluated once, by the harness): the
     result JSON (results.py)."""

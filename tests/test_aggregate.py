@@ -8,6 +8,7 @@ import os
 import pytest
 
 import aggregate
+import stats
 
 PAPER_CIFAR_SEEDS = {42: 95.28, 123: 95.37, 456: 95.13, 789: 95.10, 999: 95.09}  # the paper's five runs
 
@@ -117,13 +118,13 @@ def test_welch_p_value_against_known_cases():
     # project had its own implementation, which agreed to 1e-10).
     a = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
     b = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4]
-    assert aggregate.welch_p_value(a, b) == pytest.approx(0.021378001462866992, rel=1e-10)
+    assert stats.welch_p_value(a, b) == pytest.approx(0.021378001462866992, rel=1e-10)
     paper, dense = [95.28, 95.37, 95.13, 95.10, 95.09], [95.30, 95.20, 95.31]
-    assert aggregate.welch_p_value(paper, dense) == pytest.approx(0.2929443592230083, rel=1e-10)
+    assert stats.welch_p_value(paper, dense) == pytest.approx(0.2929443592230083, rel=1e-10)
     # Identical means: p = 1; no spread or n = 1: undefined.
-    assert aggregate.welch_p_value([1.0, 2.0, 3.0], [1.5, 2.0, 2.5]) == pytest.approx(1.0)
-    assert aggregate.welch_p_value([1.0, 1.0, 1.0], [2.0, 2.0, 2.0]) is None
-    assert aggregate.welch_p_value([1.0], [2.0, 2.5, 3.0]) is None
+    assert stats.welch_p_value([1.0, 2.0, 3.0], [1.5, 2.0, 2.5]) == pytest.approx(1.0)
+    assert stats.welch_p_value([1.0, 1.0, 1.0], [2.0, 2.0, 2.0]) is None
+    assert stats.welch_p_value([1.0], [2.0, 2.5, 3.0]) is None
 
 
 def test_comparison_against_dense_of_same_recipe(paper_folder):
@@ -209,10 +210,10 @@ def test_bad_flags_are_one_line_errors(capsys):
 
 def test_holm_adjustment_is_step_down_in_the_input_order():
     # Holm (1979): the k-th smallest of m p-values times m - k + 1, then non-decreasing; capped at 1
-    assert aggregate.holm_adjust([0.05, 0.01, 0.04, 0.02, 0.03]) == [0.09, 0.05, 0.09, 0.08, 0.09]
-    assert aggregate.holm_adjust([0.5, None, 0.4]) == [0.8, None, 0.8]
-    assert aggregate.holm_adjust([0.9, 0.6]) == [1.0, 1.0]
-    assert aggregate.holm_adjust([None]) == [None]
+    assert stats.holm_adjust([0.05, 0.01, 0.04, 0.02, 0.03]) == [0.09, 0.05, 0.09, 0.08, 0.09]
+    assert stats.holm_adjust([0.5, None, 0.4]) == [0.8, None, 0.8]
+    assert stats.holm_adjust([0.9, 0.6]) == [1.0, 1.0]
+    assert stats.holm_adjust([None]) == [None]
 
 
 def test_paired_differences_where_groups_share_their_seeds(tmp_path):
