@@ -133,7 +133,7 @@ def build_jobs(args, passthrough: list[str]) -> list[Job]:
         raise SweepError(f"--targets: {bad[0]} is not a sparsity in [0, 1)")
     seeds = split_list(args.seeds, "--seeds", int)
     common, options = split_sets(parse_sets(args.set), names)
-    base_out = parse(script, ["--method", "dense", "--seed", "0", *passthrough]).out
+    base_out = out_of(passthrough)
     jobs = []
     for recipe in combinations(common):
         out = ["--out", os.path.join(base_out, "-".join(f"{k}{v}" for k, v in recipe.items()))] if recipe else []
@@ -145,6 +145,15 @@ def build_jobs(args, passthrough: list[str]) -> list[Job]:
                         jobs.append(make_job(script, name, target, seed, as_flags({**recipe, **combo}),
                                              passthrough + out, args.donor))
     return jobs
+
+
+def out_of(passthrough: list[str]) -> str:
+    """The --out the runs are given (the flags after ``--``), without parsing the rest: those are checked per run,
+    against each run's own method."""
+    import config
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--out", default=config.FIELDS["out"].default)
+    return p.parse_known_args(passthrough)[0].out
 
 
 def make_job(script, name: str, target, seed: int, flags: list[str], passthrough: list[str], donor: str) -> Job:
@@ -281,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:  # `| head`: the reader left; no traceback
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    out = next((passthrough[i + 1] for i, a in enumerate(passthrough[:-1]) if a == "--out"), "results")
+    out = out_of(passthrough)
     log_dir = os.path.join(out, "logs")
     os.makedirs(log_dir, exist_ok=True)
     print(f"sweep: {len(jobs)} runs, {args.jobs} at a time on {', '.join(devices)}; logs in {log_dir}", flush=True)

@@ -114,3 +114,11 @@ def test_sweep_set_takes_any_field_the_command_accepts(capsys):
         assert sweep.main(["--set", bad, *base]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (bad, err)
+
+
+def test_a_method_option_after_the_double_dash_reaches_the_runs_that_take_it(capsys):
+    # the flags after -- go to every run; --out is read from them without checking them against another method
+    assert sweep.main(["--methods", "progressive", "--set", "lr=0.1", "--dry-run", "--", "--dataset", "mnist",
+                       "--prune-every", "25", "--out=r"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "--prune-every 25" in line and line.endswith("--out r/lr0.1")
