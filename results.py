@@ -60,8 +60,9 @@ def upgrade(result: dict) -> dict:
     if not isinstance(result, dict) or not isinstance(result.get("config"), dict):
         return result
     if result.get("schema") == 1:
-        result = upgrade_schema1(result)
-    result = {**result, "config": upgrade_config(result["config"], result.get("precision", "fp32"))}
+        result = upgrade_schema1(result)  # upgrades its config too
+    else:
+        result = {**result, "config": upgrade_config(result["config"], result.get("precision", "fp32"))}
     if result.get("schema") == 2:
         result = {**upgrade_state(result), "schema": SCHEMA}
     return result
