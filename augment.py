@@ -5,9 +5,8 @@ Each op takes float images (B, C, H, W) in [0, 1] and per-image parameters, and 
 ``torch.Generator`` on the CPU, so a seed gives the same batch on any device, while the pixels are processed
 on the batch's device.
 
-Differences from the paper's notebooks, on purpose: augmentation runs on float images in [0, 1] (the notebooks
-ran the same ops on PIL uint8 images, rounding between ops), and the validation split is evaluated without
-augmentation (the notebooks validated on augmented images).
+A difference from the paper's notebooks, on purpose: the ops run on float images in [0, 1] (the notebooks ran
+the same ops on PIL uint8 images, rounding between ops).
 """
 
 from __future__ import annotations

@@ -6,9 +6,8 @@ workers, no PIL). The paper's augmentation (augment.py) is applied to chunks of 
 random parameters from a seeded ``torch.Generator``. Throughput against torchvision's per-image pipeline:
 docs/performance.md and benchmarks/bench_data.py.
 
-Differences from the paper's notebooks, on purpose: augmentation runs on float images in [0, 1] (the notebooks
-ran the same ops on PIL uint8 images, rounding between ops), and the validation split is evaluated without
-augmentation (the notebooks validated on augmented images).
+A difference from the paper's notebooks, on purpose: the validation split is evaluated without augmentation
+(the notebooks validated on augmented images).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import devices
 import flops
 import pruning
 import results
+from method import current_mask
 
 
 def scheduled_sparsity(state: dict, r: int) -> float:
@@ -58,7 +59,7 @@ def mask_overlaps(run) -> dict[str, dict] | None:
     early = run.state["dynamics"].get("early")
     if not early:
         return None
-    final = torch.cat([getattr(m, n + "_mask").reshape(-1) != 0 for m, n in run.params]).cpu()
+    final = current_mask(run.params).cpu()
     return {f: {"epochs": e["epochs"], "overlap": pruning.mask_overlap(pruning.unpack_mask(e["mask"], final.numel()),
                                                                        final)} for f, e in early.items()}
 
@@ -74,7 +75,7 @@ def empty_layers(run) -> list[str]:
 def warn_empty_layers(run, when: str) -> None:
     """One log line each time the set of prunable tensors without any active weight grows."""
     empty = empty_layers(run)
-    if len(empty) > run.state.setdefault("empty_layers", 0):
+    if len(empty) > run.state["empty_layers"]:
         print(f"warning: {len(empty)} prunable tensor(s) have no active weight left {when} ({', '.join(empty)}): "
               f"the network is cut there", flush=True)
     run.state["empty_layers"] = len(empty)
