@@ -88,7 +88,7 @@ def distinguishing_config(groups: list[list[dict]]) -> list[str]:
     every group, and method options that differ between groups of the same label and target."""
     keys = [dict(results.group_key(g[0])) for g in groups]
     labels = [(g[0]["label"], g[0]["target_sparsity"]) for g in groups]
-    shown = {"dataset", "method", "target_sparsity"}
+    shown = {"dataset", "arch", "method", "target_sparsity"}
     names = sorted({k for d in keys for k in d} - shown)
 
     def varies(k: str, members: list[int]) -> bool:  # an entry a group lacks is None ("null")
@@ -105,7 +105,7 @@ def summarize(group: list[dict], ddof: int, config_keys: list[str]) -> dict:
     first = group[0]
     config = dict(results.group_key(first))
     return {
-        "dataset": first["dataset"], "method": first["method"], "label": first["label"],
+        "dataset": first["dataset"], "arch": first["config"]["arch"], "method": first["method"], "label": first["label"],
         "target_sparsity": first["target_sparsity"],
         "sparsity": statistics.fmean(r["final_sparsity"] for r in group), "n": len(group),
         "seeds": [r["seed"] for r in group], "acc": acc, "acc_mean": mean, "acc_sd": sd, "acc_min": min(acc),
@@ -140,8 +140,8 @@ def mean_overlaps(group: list[dict]) -> dict[str, float]:
 
 def main_table(summaries: list[dict]) -> list[dict]:
     return [{
-        "dataset": s["dataset"], "label": s["label"], "method": s["method"], "target_sparsity": s["target_sparsity"],
-        "sparsity": s["sparsity"], "n": s["n"], "seeds": " ".join(map(str, s["seeds"])),
+        "dataset": s["dataset"], "arch": s["arch"], "label": s["label"], "method": s["method"],
+        "target_sparsity": s["target_sparsity"], "sparsity": s["sparsity"], "n": s["n"], "seeds": " ".join(map(str, s["seeds"])),
         "acc_mean": s["acc_mean"], "acc_sd": s["acc_sd"], "acc_min": s["acc_min"], "acc_max": s["acc_max"],
         "nonzero": s["nonzero"], "prunable": s["prunable"], "epochs_trained": s["epochs_trained"],
         "wall_time_s": s["wall_time_s"], "inference_x": s["inference_x"], "training_cycles": s["training_cycles"],
@@ -176,7 +176,7 @@ def comparison_table(summaries: list[dict]) -> list[dict]:
         paper = None if paper is s else paper
         if dense is None and paper is None:
             continue
-        row = {"dataset": s["dataset"], "label": s["label"], "method": s["method"], "target_sparsity": s["target_sparsity"],
+        row = {"dataset": s["dataset"], "arch": s["arch"], "label": s["label"], "method": s["method"], "target_sparsity": s["target_sparsity"],
                "config": s["config"], "acc": s["acc_mean"], "n": s["n"], "epochs_trained": s["epochs_trained"],
                "inference_x": s["inference_x"], "training_cycles": s["training_cycles"],
                "nonzero": s["nonzero"], "prunable": s["prunable"], "param_reduction": 1.0 - s["nonzero"] / s["prunable"]}
@@ -207,7 +207,7 @@ def sweep_table(summaries: list[dict]) -> list[dict]:
         if len(targets) < 2:
             continue
         for s in sorted(members, key=lambda s: (s["sparsity"], s["label"])):
-            rows.append({"dataset": dataset, "label": s["label"], "method": s["method"],
+            rows.append({"dataset": dataset, "arch": s["arch"], "label": s["label"], "method": s["method"],
                          "target_sparsity": s["target_sparsity"],
                          "sparsity": s["sparsity"], "n": s["n"], "acc_mean": s["acc_mean"], "acc_sd": s["acc_sd"],
                          "config": s["config"]})
@@ -245,7 +245,7 @@ def _fmt_paired(row: dict, name: str) -> str:
 def display_rows(name: str, rows: list[dict]) -> list[dict]:
     """Human-readable columns for Markdown and LaTeX."""
     if name == "main":
-        return [{"dataset": r["dataset"], "label": r["label"], "target": _target(r),
+        return [{"dataset": r["dataset"], "arch": r["arch"], "label": r["label"], "target": _target(r),
                  "sparsity": f"{100 * r['sparsity']:.2f}%", "n": str(r["n"]), "seeds": r["seeds"],
                  "test acc (%)": fmt_acc(r["acc_mean"], r["acc_sd"]),
                  "min–max": f"{r['acc_min']:.2f}–{r['acc_max']:.2f}",
@@ -254,7 +254,7 @@ def display_rows(name: str, rows: list[dict]) -> list[dict]:
                  "inference MACs (× dense)": _fmt_x(r["inference_x"]), "wall time": f"{r['wall_time_s'] / 60:.1f} min",
                  "final-mask overlap at 10/25/50%": _fmt_overlaps(r), "config": r["config"]} for r in rows]
     if name == "comparison":
-        return [{"dataset": r["dataset"], "label": r["label"], "target": f"{100 * r['target_sparsity']:.1f}%",
+        return [{"dataset": r["dataset"], "arch": r["arch"], "label": r["label"], "target": f"{100 * r['target_sparsity']:.1f}%",
                  "test acc (n)": f"{r['acc']:.2f} ({r['n']})", "epochs trained": f"{r['epochs_trained']:g}",
                  "training MACs (× dense cycle)": _fmt_x(r["training_cycles"]),
                  "inference MACs (× dense)": _fmt_x(r["inference_x"]),
@@ -266,7 +266,7 @@ def display_rows(name: str, rows: list[dict]) -> list[dict]:
                  "parameters": f"{fmt_params(r['prunable'])} → {fmt_params(r['nonzero'])} "
                                f"(-{100 * r['param_reduction']:.1f}%)", "config": r["config"]}
                 for r in rows]
-    return [{"dataset": r["dataset"], "label": r["label"], "target": _target(r),
+    return [{"dataset": r["dataset"], "arch": r["arch"], "label": r["label"], "target": _target(r),
              "sparsity": f"{100 * r['sparsity']:.2f}%", "n": str(r["n"]),
              "test acc (%)": fmt_acc(r["acc_mean"], r["acc_sd"]), "config": r["config"]} for r in rows]
 
@@ -343,7 +343,7 @@ def build_tables(found: list[dict], ddof: int) -> tuple[list[dict], dict[str, li
     groups = group_results(found)
     keys = distinguishing_config(groups)
     summaries = sorted((summarize(g, ddof, keys) for g in groups),  # by dataset, then sparsity: dense first
-                       key=lambda s: (s["dataset"], s["target_sparsity"], s["label"], s["config"]))
+                       key=lambda s: (s["dataset"], s["arch"], s["target_sparsity"], s["label"], s["config"]))
     tables = {"main": main_table(summaries), "comparison": comparison_table(summaries), "sweep": sweep_table(summaries)}
     return summaries, tables
 

@@ -226,7 +226,8 @@ class CifarTrainAugment:
 
 
 class DigitsTrainAugment:
-    """The paper's (Fashion-)MNIST train transform, batched: (Resize 32, done at load) -> HFlip -> Normalize.
+    """The paper's (Fashion-)MNIST train transform, batched: (Resize 32 for the CNNs, done at load) -> HFlip ->
+    Normalize.
 
     The paper flips digits left-right; ``hflip=False`` turns that off."""
 
@@ -236,7 +237,6 @@ class DigitsTrainAugment:
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = to_float(images)
         flips = torch.rand(images.shape[0], generator=gen) < 0.5  # drawn either way: same stream for both
-        if self.hflip:
-            zeros = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
-            x = crop_flip_rotate(x, zeros, zeros, flips.to(images.device))
+        if self.hflip:  # a flip alone: where() of the mirrored batch, exactly crop_flip_rotate's pixels, 3x cheaper
+            x = torch.where(flips.to(images.device).view(-1, 1, 1, 1), x.flip(-1), x)
         return normalize(x, self.mean, self.std, inplace=True)  # x is this call's own tensor

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 TASK, RECIPE, OPTION, RUN = "task", "recipe", "option", "run"
 MAX_SEED = 2**32  # numpy and torch generators take seeds in [0, 2**32)
+ARCHS = ("resnet18", "lenet300", "lenet5", "vgg-like", "vgg19")  # model.ARCHITECTURES (tests/test_models.py)
+DEFAULT_ARCH, DEFAULT_WIDTH = "resnet18", 64  # of the networks --width scales
 
 
 class ConfigError(Exception):
@@ -69,7 +71,8 @@ class Config:
     momentum: float = setting(None, "SGD momentum (0.9)", type=float)
     weight_decay: float = setting(None, "SGD weight decay (5e-4)", type=float)
     label_smoothing: float = setting(None, "cross-entropy label smoothing, in [0, 1) (0.1)", type=float)
-    width: int = setting(64, "ResNet-18 base width (64; 8/16 for CPU)", type=int)
+    arch: str = setting(DEFAULT_ARCH, "network (lenet300 and lenet5: 1x28x28 images only)", choices=ARCHS)
+    width: int = setting(None, "base channels of resnet18 / vgg-like / vgg19 (64; 8/16 for CPU)", type=int)
     train_subset: int = setting(None, "use N class-balanced training images", type=int)
     val_fraction: float = setting(0.11, "held-out validation fraction of the training images", type=float)
     no_hflip: bool = setting(False, "(Fashion-)MNIST: do not flip images (the paper flips)", type=bool)
@@ -266,7 +269,7 @@ def validate(config: Config) -> Config:
         ("momentum", finite(c.momentum) and c.momentum >= 0, f"must be >= 0, got {c.momentum}"),
         ("weight_decay", finite(c.weight_decay) and c.weight_decay >= 0, f"must be >= 0, got {c.weight_decay}"),
         ("label_smoothing", 0.0 <= c.label_smoothing < 1.0, f"must be in [0, 1), got {c.label_smoothing}"),
-        ("width", c.width >= 1, f"must be positive, got {c.width}"),
+        ("width", c.width is None or c.width >= 1, f"must be positive, got {c.width}"),
         ("train_subset", c.train_subset is None or c.train_subset >= 1, f"must be positive, got {c.train_subset}"),
         ("val_fraction", 0.0 <= c.val_fraction < 1.0, f"must be in [0, 1), got {c.val_fraction}"),
         ("eval_batch_size", c.eval_batch_size >= 1, f"must be positive, got {c.eval_batch_size}"),

@@ -37,6 +37,7 @@ class DatasetSpec:
     num_classes: int
     mean: tuple[float, ...]  # Normalize() statistics
     std: tuple[float, ...]
+    image_size: int  # as stored: 32 (CIFAR) or 28 (MNIST-style)
     augmentation: str  # "cifar": crop/flip/rotate/jitter/erase; "digits": flip only (AUGMENTATIONS below)
     idx_folder: bool  # MNIST-style: may also be read from a bare folder holding the four IDX files
     train_size: int  # for the synthetic stand-in (--dummy)
@@ -44,14 +45,14 @@ class DatasetSpec:
 
 
 DATASETS = {  # mean/std: CIFAR-10 and MNIST from the paper's notebooks; CIFAR-100 the usual training-set values
-    "cifar10": DatasetSpec("CIFAR10", 3, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar", False,
+    "cifar10": DatasetSpec("CIFAR10", 3, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32, "cifar", False,
                            50000, 10000),
-    "cifar100": DatasetSpec("CIFAR100", 3, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar", False,
+    "cifar100": DatasetSpec("CIFAR100", 3, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 32, "cifar", False,
                             50000, 10000),
-    "mnist": DatasetSpec("MNIST", 1, 10, (0.1307,), (0.3081,), "digits", True, 60000, 10000),
-    "fashion-mnist": DatasetSpec("FashionMNIST", 1, 10, (0.1307,), (0.3081,), "digits", True, 60000, 10000),
+    "mnist": DatasetSpec("MNIST", 1, 10, (0.1307,), (0.3081,), 28, "digits", True, 60000, 10000),
+    "fashion-mnist": DatasetSpec("FashionMNIST", 1, 10, (0.1307,), (0.3081,), 28, "digits", True, 60000, 10000),
 }
-IMAGE_SIZE = 32  # every dataset is fed to the network at 32x32 (MNIST is resized from 28x28 once, at load)
+IMAGE_SIZE = 32  # the CNNs' input size: MNIST-style data is resized from 28x28 once, at load (the LeNets take 28)
 IDX_FILES = {  # split -> (images, labels), as distributed by LeCun / Zalando and Debian's dataset packages
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -94,11 +95,11 @@ def find_idx_folder_files(folder: str) -> dict[str, tuple[str, str]] | None:
     return found
 
 
-def resize_to_32(images: torch.Tensor) -> torch.Tensor:
-    """Bilinear resize of uint8 (N, C, H, W) images to 32x32, rounded back to uint8 (as PIL's Resize)."""
-    if images.shape[-2:] == (IMAGE_SIZE, IMAGE_SIZE):
+def resize(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Bilinear resize of uint8 (N, C, H, W) images to size x size, rounded back to uint8 (as PIL's Resize)."""
+    if images.shape[-2:] == (size, size):
         return images
-    out = F.interpolate(images.float(), size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -122,8 +123,10 @@ def load_torchvision_split(name: str, root: str, train: bool, download: bool) ->
     return images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
 
 
-def load_dataset(name: str, data_dir: str, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Train and test splits as {"train": (images, labels), "test": (...)} on the CPU, images 32x32 uint8.
+def load_dataset(name: str, data_dir: str, download: bool = True,
+                 image_size: int = IMAGE_SIZE) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Train and test splits as {"train": (images, labels), "test": (...)} on the CPU, images
+    ``image_size`` x ``image_size`` uint8.
 
     MNIST-style datasets are read directly from ``data_dir`` when it holds the four IDX files (plain or
     gzipped, as Debian's dataset-fashion-mnist installs them); otherwise torchvision's layout under
@@ -141,17 +144,18 @@ def load_dataset(name: str, data_dir: str, download: bool = True) -> dict[str, t
                 raise DataError(f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels")
         else:
             images, labels = load_torchvision_split(name, data_dir, train, download)
-        splits[split] = (resize_to_32(images), labels)
+        splits[split] = (resize(images, image_size), labels)
     return splits
 
 
-def synthetic_dataset(name: str, seed: int = 0, train_size: int | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def synthetic_dataset(name: str, seed: int = 0, train_size: int | None = None,
+                      image_size: int = IMAGE_SIZE) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Random uint8 images and labels with the dataset's shapes (like --dummy in PyTorch's ImageNet example)."""
     spec = DATASETS[name]
     gen = torch.Generator().manual_seed(seed)
     splits = {}
     for split, n in (("train", train_size or spec.train_size), ("test", spec.test_size)):
-        images = torch.randint(0, 256, (n, spec.in_channels, IMAGE_SIZE, IMAGE_SIZE), generator=gen, dtype=torch.uint8)
+        images = torch.randint(0, 256, (n, spec.in_channels, image_size, image_size), generator=gen, dtype=torch.uint8)
         splits[split] = (images, torch.randint(0, spec.num_classes, (n,), generator=gen))
     return splits
 
@@ -204,12 +208,15 @@ def prepare_data(
     seed: int = 42,
     device: torch.device | str = "cpu",
     hflip_digits: bool = True,
+    image_size: int = IMAGE_SIZE,
 ) -> Data:
-    """Load a dataset, take the optional class-balanced subset, split off validation, move to ``device``.
+    """Load a dataset at ``image_size`` x ``image_size``, take the optional class-balanced subset, split off
+    validation, move to ``device``.
 
     ``train_subset`` draws that many images from the training set *before* the validation split.
     """
-    splits = synthetic_dataset(name, seed) if dummy else load_dataset(name, data_dir, download)
+    splits = synthetic_dataset(name, seed, image_size=image_size) if dummy else \
+        load_dataset(name, data_dir, download, image_size)
     images, labels = splits["train"]
     if train_subset is not None:
         keep = balanced_subset(labels, train_subset, seed)

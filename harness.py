@@ -28,13 +28,13 @@ import devices
 import distributed
 import flops
 import methods
+import model as networks
 import pruning
 import record
 import runfolder
 from config import Config
 from distributed import World
 from method import Method, Sizes
-from model import ResNet18
 from runfolder import UsageError, WriteFailed
 
 
@@ -266,10 +266,10 @@ def log_epoch(row: dict, run: Run, rounds: int) -> None:
 # The run
 
 def build_model(config: Config, d: data.Data, device: torch.device, prunes: bool, world: World = World()):
-    """Seeded ResNet-18; masks attached (before any compile, so hooks are traced) when the method prunes;
+    """The seeded network of ``--arch``; masks attached (before any compile, so hooks are traced) when the method prunes;
     BatchNorm over the global batch when several processes train it (unless --no-sync-bn)."""
     torch.manual_seed(config.seed)
-    model = ResNet18(in_channels=d.in_channels, num_classes=d.num_classes, width=config.width).to(device)
+    model = networks.build_network(config.arch, d.in_channels, d.num_classes, config.width).to(device)
     if world.size > 1 and not config.no_sync_bn:
         model = distributed.global_batchnorm(model, device.type)
     if devices.channels_last(config, device):
@@ -284,7 +284,8 @@ def make_run(config: Config, device: torch.device, paths: dict[str, str], world:
     """Data, model, optimizer, schedule and loss for ``config``, resumed from the checkpoint if there is one."""
     d = data.prepare_data(config.dataset, config.data_dir, download=not config.no_download, dummy=config.dummy,
                           val_fraction=config.val_fraction, train_subset=config.train_subset, seed=config.seed,
-                          device=device, hflip_digits=not config.no_hflip)
+                          device=device, hflip_digits=not config.no_hflip,
+                          image_size=networks.ARCHITECTURES[config.arch].image_size)
     method = methods.create(config)
     model, params = build_model(config, d, device, method.prunes, world)
     method.validate(Sizes(prunable=sum(getattr(m, n).numel() for m, n in params),

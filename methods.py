@@ -14,8 +14,9 @@ import torch
 
 import data
 import distributed
+import model
 import pruning
-from config import PAPER_TARGETS, Config, ConfigError, Options, finite, option, option_fields, require, validate, \
+from config import DEFAULT_WIDTH, PAPER_TARGETS, Config, ConfigError, Options, finite, option, option_fields, require, validate, \
     with_recipe_defaults
 from dynamic import SET, RigL
 from imp import IterativeMagnitude
@@ -376,12 +377,23 @@ def create(config: Config) -> Method:
     return METHODS[config.method](config)
 
 
+def with_network(config: Config) -> Config:
+    """``config`` with its network checked against the dataset's images and its width filled (64 where
+    ``--width`` scales the network; None for the LeNets, whose size is fixed)."""
+    spec = data.DATASETS[config.dataset]
+    problem = model.check_architecture(config.arch, spec.in_channels, spec.image_size, config.width)
+    if problem:
+        raise ConfigError(problem)
+    scalable = model.ARCHITECTURES[config.arch].scalable
+    return config.replace(width=DEFAULT_WIDTH) if scalable and config.width is None else config
+
+
 def complete(config: Config, read_files: bool = True) -> Config:
     """The one way a parsed config becomes a run's config: the recipe defaults of its dataset, every common
     value checked, the method's options checked, the paper's target where a pruning method was given none, and
     the method's own defaults and derived values. ``read_files=False`` stops before defaults that read files
     (a ticket's donor, which a sweep may not have made yet)."""
-    config = validate(with_recipe_defaults(config))
+    config = with_network(validate(with_recipe_defaults(config)))
     method = METHODS[config.method]
     if not isinstance(config.options, method.Options):
         raise ConfigError(f"--method {config.method}: its options are {method.Options.__name__}, "

@@ -10,6 +10,7 @@ from collections import defaultdict
 
 import results
 import stats
+from config import DEFAULT_ARCH
 
 
 
@@ -160,7 +161,10 @@ def _finish_axes(*axes) -> None:
 
 
 def _label(s: dict) -> str:
-    return s["label"] + (f" ({s['config']})" if s["config"] else "")
+    """A series' name: the label, the network unless it is the default ResNet-18, and the config entries that
+    tell groups apart."""
+    network = "" if s["arch"] == DEFAULT_ARCH else f"{s['arch']} "
+    return network + s["label"] + (f" ({s['config']})" if s["config"] else "")
 
 
 def _band(ax, histories: list[list[dict]], key: str, label: str, style: tuple[str, str], scale: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from config import FIELDS, RECIPE, RUN_FIELDS
+from config import DEFAULT_WIDTH, FIELDS, RECIPE, RUN_FIELDS
 
 SCHEMA = 3  # 3: "mask_events" (was "prune_events"), history "scheduled_sparsity" (was "target_sparsity")
 READABLE_SCHEMAS = (1, 2, 3)
@@ -103,6 +103,8 @@ def upgrade_config(config: dict, precision: str) -> dict:
     """A config (of a result or a checkpoint) with the fields added since at their default (what runs did
     then) and the precision flag "auto" (schema 1) replaced by the precision the run used."""
     config = {**{name: f.default for name, f in FIELDS.items()}, **config}
+    if config["width"] is None and config["arch"] == "resnet18":  # every run was a ResNet-18 of default width 64
+        config["width"] = DEFAULT_WIDTH                           # before --arch existed
     if config["precision"] == "auto":
         config["precision"] = precision
     return config

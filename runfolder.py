@@ -21,7 +21,7 @@ import torch
 import config as cfg
 import distributed
 import results
-from config import Config
+from config import DEFAULT_ARCH, Config
 from distributed import World
 
 
@@ -34,9 +34,11 @@ class WriteFailed(Exception):
 
 
 def run_paths(config: Config, folder: str) -> dict[str, str]:
-    """``config.out``/<dataset>/``folder``/seed<seed>.{json,ckpt.pt,model.pt,lock}; ``folder`` is the method's
-    (``Method.folder``: its label and target)."""
-    folder = os.path.join(config.out, config.dataset, folder)
+    """``config.out``/<dataset>/[<arch>-]``folder``/seed<seed>.{json,ckpt.pt,model.pt,lock}; ``folder`` is the
+    method's (``Method.folder``: its label and target). The network is named unless it is the default
+    ResNet-18 (whose runs kept their folders when ``--arch`` came)."""
+    named = folder if config.arch == DEFAULT_ARCH else f"{config.arch}-{folder}"
+    folder = os.path.join(config.out, config.dataset, named)
     stem = os.path.join(folder, f"seed{config.seed}")
     return {"folder": folder, "result": stem + ".json", "checkpoint": stem + ".ckpt.pt", "model": stem + ".model.pt",
             "lock": stem + ".lock"}

@@ -159,6 +159,7 @@ def out_of(passthrough: list[str]) -> str:
 def make_job(script, name: str, target, seed: int, flags: list[str], passthrough: list[str], donor: str) -> Job:
     """One run's command; a ticket's names its donor's result (same target and seed), which it waits for."""
     import methods
+    import runfolder
     from ticket import Ticket
     argv = ["--method", name, "--seed", str(seed)]
     if target is not None and name != "ticket":  # a ticket's target is its donor's
@@ -167,7 +168,7 @@ def make_job(script, name: str, target, seed: int, flags: list[str], passthrough
     waits_for = None
     if name == "ticket":
         cfg = parse(script, argv + passthrough, read_files=False)  # the donor may not exist yet
-        waits_for = os.path.join(cfg.out, cfg.dataset, f"{donor}-{target:g}", f"seed{seed}.json")
+        waits_for = runfolder.run_paths(cfg, f"{donor}-{target:g}")["result"]
         argv += ["--mask-from", waits_for]
         label = Ticket.label_for(cfg.options.reinit, f"{donor}-{target:g}")
     else:

@@ -112,8 +112,14 @@ def mask_hash(weights: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
+def network(dataset: str, arch: str, width: int | None) -> str:
+    """'fashion-mnist resnet18 width 8' (the LeNets have no width)."""
+    return f"{dataset} {arch}" + ("" if width is None else f" width {width}")
+
+
 def read_donor(config: Config) -> dict:
-    """The donor's result (``_model``: its model file), checked to be a pruned run of this dataset and width."""
+    """The donor's result (``_model``: its model file), checked to be a pruned run of this dataset, network
+    and width."""
     path = config.options.mask_from
     if not path:
         raise ConfigError("--method ticket needs --mask-from: a finished pruned run's result JSON or model file")
@@ -123,10 +129,11 @@ def read_donor(config: Config) -> dict:
     except results.ResultError as e:
         raise ConfigError(f"--mask-from: {e}") from None
     donor["_model"] = json_path[:-len(".json")] + ".model.pt"
-    theirs = (donor["dataset"], donor["config"].get("width"))
-    if theirs != (config.dataset, config.width) or not os.path.exists(donor["_model"]):
-        reason = "its model file is missing" if theirs == (config.dataset, config.width) else \
-            f"it is a {theirs[0]} run of width {theirs[1]}, this is {config.dataset} of width {config.width}"
+    theirs = (donor["dataset"], donor["config"]["arch"], donor["config"].get("width"))
+    ours = (config.dataset, config.arch, config.width)
+    if theirs != ours or not os.path.exists(donor["_model"]):
+        reason = "its model file is missing" if theirs == ours else \
+            f"it is a run of {network(*theirs)}, this is {network(*ours)}"
         raise ConfigError(f"--mask-from {path}: {reason}; a mask only transfers to the same dataset and architecture")
     if donor["params_nonzero"] == donor["params_prunable"]:
         raise ConfigError(f"--mask-from {path} is a dense run: there is no mask to train")

@@ -29,6 +29,11 @@ CASES = [  # (script, flags after the tiny run's, message)
     (MNIST, ["--train-subset", "20", "--val-fraction", "0.98"], "leaves an empty split"),
     (MNIST, ["--rounds", "3"], "unrecognized arguments: --rounds 3"),  # not an option of the script's method
     (DENSE, ["--epochs", "1"], "the following arguments are required: --dataset"),
+    # the network (methods.with_network)
+    (MNIST, ["--arch", "alexnet"], "argument --arch: invalid choice: 'alexnet'"),
+    (MNIST, ["--arch", "lenet300"], "--width has no meaning for --arch lenet300 (a network of fixed size)"),
+    (BASELINE, ["--method", "dense", "--dataset", "cifar10", "--arch", "lenet5"],
+     "--arch lenet5 is defined for 1-channel 28x28 images; this dataset has 3x32x32"),
     # the data (data.prepare_data, once the run holds its folder: another target, so that it is a new folder)
     (MNIST, ["--target-sparsity", "0.5", "--train-subset", "10", "--val-fraction", "0.1"], "the validation split would hold 1 image(s) of 1 class(es)"),
     (MNIST, ["--target-sparsity", "0.5", "--train-subset", "1", "--val-fraction", "0"], "the training split would hold 1 image(s) of 1 class(es)"),

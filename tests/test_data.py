@@ -59,7 +59,7 @@ def test_mnist_torchvision_layout(tmp_path):
 
 def test_resize_matches_torchvision():
     images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
-    ours = data.resize_to_32(images)
+    ours = data.resize(images)
     assert (ours.int() - TF.resize(images, [32, 32]).int()).abs().max() <= 1  # uint8 rounding
     ours_float = torch.nn.functional.interpolate(images.float() / 255, size=32, mode="bilinear")
     assert torch.allclose(ours_float, TF.resize(images.float() / 255, [32, 32]), atol=1e-6)
@@ -276,3 +276,15 @@ def test_augmentation_on_cuda_matches_cpu():
     cpu = aug(images, torch.Generator().manual_seed(0))
     gpu = aug(images.cuda(), torch.Generator().manual_seed(0))
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [28, 32])
+def test_digits_flip_is_the_gather_it_replaced(size):
+    # DigitsTrainAugment flips by torch.where; the results must be crop_flip_rotate's (which it was), bit for bit
+    images = torch.randint(0, 256, (64, 1, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    mean, std = data.DATASETS["mnist"].mean, data.DATASETS["mnist"].std
+    out = augment.DigitsTrainAugment(mean, std)(images, torch.Generator().manual_seed(5))
+    flips = torch.rand(64, generator=torch.Generator().manual_seed(5)) < 0.5
+    zeros = torch.zeros(64, dtype=torch.long)
+    ref = augment.normalize(augment.crop_flip_rotate(augment.to_float(images), zeros, zeros, flips), mean, std)
+    assert 0 < int(flips.sum()) < 64 and torch.equal(out, ref)

@@ -159,10 +159,10 @@ def test_ticket_refuses_masks_it_cannot_use(mnist_data, cifar10_root, tmp_path, 
     # (no --mask-from, and a file that is not there: test_bad_input)
     assert run(*baseline("ticket", mnist_data, tmp_path / "t", "--width", "16", "--mask-from", str(donor / "seed42.json"))) == 2
     err = capsys.readouterr().err
-    assert "it is a mnist run of width 8, this is mnist of width 16" in err and err.count("\n") == 1, err
+    assert "it is a run of mnist resnet18 width 8, this is mnist resnet18 width 16" in err and err.count("\n") == 1, err
     assert run("--dataset", "cifar10", "--method", "ticket", *tiny(cifar10_root, tmp_path / "c", "--mask-from",
                                                                     str(donor / "seed42.json"))) == 2
-    assert "it is a mnist run of width 8, this is cifar10 of width 8" in capsys.readouterr().err
+    assert "it is a run of mnist resnet18 width 8, this is cifar10 resnet18 width 8" in capsys.readouterr().err
     assert run(*baseline("dense", mnist_data, tmp_path / "d", epochs=1)) == 0
     capsys.readouterr()
     assert run(*baseline("ticket", mnist_data, tmp_path / "t", "--mask-from",
@@ -190,7 +190,7 @@ def test_aggregate_builds_the_method_table_and_plots_from_real_runs(mnist_idx_di
         assert (tmp_path / "fig" / name).read_bytes()[:4] == b"\x89PNG"
     assert aggregate.main([str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    assert "| mnist | imp-r1 | 80.0% |" in out and "Δ vs progressive" in out
+    assert "| mnist | resnet18 | imp-r1 | 80.0% |" in out and "Δ vs progressive" in out
 
 
 class InitMagnitude(methods.AtInitialisation):

@@ -1,0 +1,60 @@
+"""The networks of --arch: the baselines' exact sizes, their input conventions, and a run of each kind named
+by its network (folder, result, table)."""
+
+import pytest
+import torch
+
+import aggregate
+import config
+import model
+import pruning
+from helpers import read_json, run, tiny
+
+
+def test_the_torch_free_names_are_the_networks():
+    assert config.ARCHS == tuple(model.ARCHITECTURES) and config.DEFAULT_ARCH in config.ARCHS
+
+
+@pytest.mark.parametrize("arch, channels, prunable", [
+    ("lenet300", 1, 266_200),      # SNIP's LeNet-300-100: 784-300-100-10
+    ("lenet5", 1, 430_500),        # LeNet-5-Caffe on 28x28
+    ("vgg-like", 3, 14_977_728),   # SNIP's VGG-like on CIFAR-10, width 64
+    ("vgg19", 3, 20_024_000),      # GraSP's VGG-19 on CIFAR-10, width 64
+])
+def test_the_baselines_networks_have_their_papers_sizes(arch, channels, prunable):
+    net = model.build_network(arch, channels, 10, None if arch.startswith("lenet") else 64)
+    assert sum(getattr(m, n).numel() for m, n in pruning.prunable_parameters(net)) == prunable
+
+
+@pytest.mark.parametrize("arch", list(model.ARCHITECTURES))
+def test_each_network_takes_its_own_input_size(arch):
+    a = model.ARCHITECTURES[arch]
+    net = model.build_network(arch, 1, 7, 4 if a.scalable else None).eval()
+    assert net(torch.zeros(2, 1, a.image_size, a.image_size)).shape == (2, 7)
+
+
+def test_which_data_a_network_is_defined_for():
+    assert model.check_architecture("lenet300", 1, 28, None) is None
+    assert "defined for 1-channel 28x28" in model.check_architecture("lenet5", 3, 32, None)
+    assert "--width has no meaning" in model.check_architecture("lenet300", 1, 28, 8)
+    assert model.check_architecture("vgg19", 1, 28, 8) is None  # MNIST is resized to 32 for the CNNs
+
+
+def without_width(flags: list[str]) -> list[str]:
+    i = flags.index("--width")
+    return flags[:i] + flags[i + 2:]
+
+
+def test_a_lenet_trains_on_28x28_images_and_its_network_names_its_folder_and_row(mnist_data, tmp_path):
+    flags = without_width(tiny(mnist_data, tmp_path, epochs=2))
+    assert run("--dataset", "mnist", "--method", "progressive", "--arch", "lenet300", "--target-sparsity", "0.5",
+               *flags) == 0
+    assert run("--dataset", "mnist", "--method", "dense", "--arch", "vgg19", "--width", "4", *flags) == 0
+    assert run("--dataset", "mnist", "--method", "dense", *tiny(mnist_data, tmp_path, epochs=2)) == 0
+    lenet = read_json(tmp_path / "mnist" / "lenet300-progressive-0.5" / "seed42.json")
+    assert (lenet["config"]["arch"], lenet["config"]["width"]) == ("lenet300", None)
+    assert (lenet["params_prunable"], lenet["params_nonzero"]) == (266_200, 133_100)  # 784 inputs: no resize
+    assert read_json(tmp_path / "mnist" / "vgg19-dense" / "seed42.json")["config"]["width"] == 4
+    rows = aggregate.build_tables(aggregate.load_results([str(tmp_path)], strict=True), 1)[1]["main"]
+    assert sorted((r["arch"], r["label"]) for r in rows) == [
+        ("lenet300", "progressive"), ("resnet18", "dense"), ("vgg19", "dense")]
