@@ -56,8 +56,10 @@ SWEEPS = [  # in the order they ran; the first three were finished before (see R
 ]
 
 
-def run_sweeps(sweeps: list[list[str]], default_out: str, description: str) -> int:
-    """Run (or with --dry-run, print) each sweep in turn on the study's setting; the first failure's code."""
+def run_sweeps(sweeps: list, default_out: str, description: str) -> int:
+    """Run (or with --dry-run, print) each sweep in turn; 0, 1 if a run failed, or the code of a sweep that
+    stopped (usage, Ctrl-C). A sweep is its sweep.py flags (this study's GRID and SETTING added) or a
+    (flags, setting) pair: grid flags and run flags of its own."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=default_out, help="results folder (under the repo)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and stop")
@@ -66,11 +68,14 @@ def run_sweeps(sweeps: list[list[str]], default_out: str, description: str) -> i
         print(f"error: {DATA} not found; apt-get install dataset-fashion-mnist", file=sys.stderr)
         return 2
     os.chdir(ROOT)
+    failed = 0
     for spec in sweeps:
-        code = sweep.main([*spec, *GRID, *(["--dry-run"] if args.dry_run else []), "--", *SETTING, "--out", args.out])
-        if code:
+        flags, setting = spec if isinstance(spec, tuple) else ([*spec, *GRID], SETTING)
+        code = sweep.main([*flags, *(["--dry-run"] if args.dry_run else []), "--", *setting, "--out", args.out])
+        if code not in (0, 1):  # 1: some runs failed (the summary names them); the next sweeps still run
             return code
-    return 0
+        failed = failed or code
+    return failed
 
 
 if __name__ == "__main__":
