@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 
-import distributed
 import pruning
 from config import Config, ConfigError, option, require
 from method import Method, PruningOptions, Sizes, current_mask, random_scores
@@ -47,7 +46,7 @@ class DynamicSparse(Method):
         super().__init__(config)
         self.initial: torch.Tensor | None = None  # the initial mask, packed bits: for the mask turnover
         self.regrown = 0  # weights made active by updates since the last history row
-        self._hooks: list = []
+        self._masks: list = []  # RigL: the masks, kept while an update step trains with every mask at 1
 
     @classmethod
     def check(cls, config: Config) -> None:
@@ -81,8 +80,8 @@ class DynamicSparse(Method):
             raise ConfigError(f"--update-every {self.options.update_every}: no mask update falls before --update-end "
                               f"(step {end} of {self.config.epochs * sizes.train_batches})")
         if self.config.compile and self.needs_dense_gradient:
-            raise ConfigError(f"--compile: {self.name} reads dense gradients through module hooks added on update "
-                              f"steps, which a compiled model need not run; train without --compile")
+            raise ConfigError(f"--compile: {self.name}'s dense-gradient update steps are not tested with a compiled "
+                              f"model; train without --compile")
 
     def is_update(self, run, step: int) -> bool:
         return step > 0 and step % self.options.update_every == 0 and step < self.end_step(run.steps_per_epoch())
@@ -93,16 +92,19 @@ class DynamicSparse(Method):
         self.initial = pruning.pack_mask(current_mask(run.params))
 
     def start_step(self, run, step: int) -> None:
-        if self.needs_dense_gradient and self.is_update(run, step):  # keep d loss / d (mask * weight) this step
-            self._hooks = [m.register_forward_hook(lambda mod, args, out, n=n: getattr(mod, n).retain_grad())
-                           for m, n in run.params]
+        if self.needs_dense_gradient and self.is_update(run, step):
+            # d loss / d (mask * weight) this step: a pruned weight is exactly 0, so with every mask at 1 the
+            # forward pass is the same, bit for bit, and weight_orig's gradient is the dense one
+            self._masks = [getattr(m, n + "_mask").clone() for m, n in run.params]
+            for m, n in run.params:
+                getattr(m, n + "_mask").fill_(1)  # in place, as every mask change
 
     def after_backward(self, run, step: int) -> None:
         if not self.is_update(run, step):
             return
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
+        for (m, n), mask in zip(run.params, self._masks):
+            getattr(m, n + "_mask").copy_(mask)
+        self._masks = []
         if self.needs_dense_gradient:  # this step's backward computed the dense gradient: count it as dense
             run.add_train_macs(3 * (run.macs[0] - run.macs[1]) * run.step_images)
         fraction = self.options.drop_fraction / 2 * (1 + math.cos(math.pi * step / self.end_step(run.steps_per_epoch())))
@@ -150,19 +152,18 @@ class DynamicSparse(Method):
 class RigL(DynamicSparse):
     """RigL (Evci et al. 2020, "Rigging the Lottery: Making All Tickets Winners"): grow the inactive weights of
     largest dense-gradient magnitude ``|d loss / d (mask * weight)|`` of the update step's batch (kept on update
-    steps only; all-reduced over processes under torchrun before ranking)."""
+    steps only, as weight_orig's gradient with every mask at 1; averaged over processes by DDP under torchrun)."""
 
     name = "rigl"
     summary = "dynamic sparse training: every --update-every steps drop smallest |w|, grow largest |dense grad|"
     needs_dense_gradient = True
 
     def grow_scores(self, run, step: int) -> list[torch.Tensor]:
-        grads = [getattr(m, n).grad for m, n in run.params]
+        grads = [getattr(m, n + "_orig").grad for m, n in run.params]  # dense on update steps (start_step)
         if any(g is None for g in grads):
-            raise RuntimeError("rigl: the dense gradient of a prunable weight was not kept on an update step")
-        flat = torch.cat([g.detach().abs().reshape(-1).float() for g in grads])
-        flat = distributed.all_reduce_sum(flat, run.world)
-        return list(flat.split([g.numel() for g in grads]))
+            raise RuntimeError("rigl: a prunable weight has no gradient on an update step")
+        # under torchrun DDP has already averaged them over processes: the same ranking as their sum
+        return [g.detach().abs().reshape(-1).float() for g in grads]
 
 
 class SET(DynamicSparse):

@@ -108,7 +108,7 @@ class Run:
                     continue
                 buffer, orig = getattr(m, n + "_mask"), getattr(m, n + "_orig")
                 mask = mask.to(buffer.device).view_as(buffer)
-                buffer.copy_(mask)  # in place: the forward pre-hook and any compiled graph read this buffer
+                buffer.copy_(mask)  # in place: every read of the weight and any compiled graph use this buffer
                 zero = ~mask if reset is None or reset[i] is None else reset[i].to(buffer.device).view_as(buffer)
                 orig.masked_fill_(zero, 0.0)
                 if orig.grad is not None:
@@ -116,7 +116,6 @@ class Run:
                 for value in self.optimizer.state.get(orig, {}).values():
                     if torch.is_tensor(value) and value.shape == orig.shape:
                         value.masked_fill_(zero, 0)
-                setattr(m, n, orig * buffer)
         self._record_event(step, sparsity, kind)
 
     def _record_event(self, step: int, sparsity: float | None, kind: str) -> None:

@@ -65,7 +65,6 @@ __all__ = [
 ]
 
 ParameterList = Sequence[tuple[nn.Module, str]]
-PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 class ActiveL1Unstructured(prune.BasePruningMethod):
@@ -93,6 +92,18 @@ class ActiveL1Unstructured(prune.BasePruningMethod):
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
             raise ValueError(f"amount must be a non-negative int (a count of entries), got {amount!r}")
         self.amount = amount
+
+    @classmethod
+    def apply(cls, module: nn.Module, name: str, amount: int) -> "ActiveL1Unstructured":
+        """torch's reparametrisation (``name_orig``, ``name_mask``, this object as the forward pre-hook), then
+        ``module.name`` made a property that masks on every read (:func:`_mask_on_read`)."""
+        method = super().apply(module, name, amount=amount)
+        _mask_on_read(module, name)
+        return method
+
+    def __call__(self, module: nn.Module, inputs) -> None:
+        """No work: the property computes the masked tensor wherever it is read. The hook stays registered
+        so that ``prune.is_pruned`` and ``prune.remove`` find it."""
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
         active = default_mask.reshape(-1) != 0
@@ -181,21 +192,31 @@ def _kthvalue(values: torch.Tensor, k: int) -> torch.Tensor:
 def prunable_parameters(
     model: nn.Module,
     exclude: Iterable[str | type] = (),
-    types: tuple[type, ...] = PRUNABLE_TYPES,
+    include: Iterable[str | type] = (),
 ) -> list[tuple[nn.Module, str]]:
-    r"""The ``(module, "weight")`` pairs that global pruning ranks together.
+    r"""The ``(module, name)`` pairs that global pruning ranks together: every weight matrix by default.
 
-    By default every Conv1d/2d/3d and Linear weight, first conv and final classifier included
-    (what the paper prunes). Biases and normalisation parameters are never included.
+    The default set is every weight a layer multiplies its input by: Conv1d/2d/3d and ConvTranspose
+    ``weight``, Linear ``weight`` (its subclasses too, e.g. ``MultiheadAttention.out_proj``),
+    ``MultiheadAttention`` ``in_proj_weight`` (or ``q_proj_weight`` / ``k_proj_weight`` / ``v_proj_weight``
+    when separate), RNN/LSTM/GRU ``weight_ih_l*`` / ``weight_hh_l*`` (``weight_hr_l*`` of a projected LSTM),
+    both directions; first conv and final classifier included (what the paper prunes). Left dense, as torchao
+    and SparseML do: embeddings, positional embeddings and class tokens, layer scales, norms, biases.
 
     Args:
         model (nn.Module): the network.
-        exclude (iterable of str or type): module names (as in ``model.named_modules()``) or module
-            types to leave dense.
-        types (tuple of types): module types whose ``weight`` is prunable.
+        exclude (iterable of str or type): module names (as in ``model.named_modules()``), parameter names
+            (as in ``model.named_parameters()``) or module types to leave dense.
+        include (iterable of str or type): added to the default set: parameter names, module names (their
+            own parameters of 2 or more dimensions) or module types (the same, for every module of the type),
+            e.g. ``include=[nn.Embedding]``. Each must name at least one such parameter.
 
     Returns:
-        list of ``(module, "weight")`` tuples, in ``named_modules`` order.
+        list of ``(module, name)`` tuples, in ``named_modules`` order.
+
+    Raises:
+        ValueError: naming the entry, if ``exclude`` names no module or parameter of the model, or ``include``
+            names nothing prunable (a parameter of fewer than 2 dimensions, or a module that has none).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8, 2))
@@ -203,19 +224,67 @@ def prunable_parameters(
         (2, 1)
         >>> len(prunable_parameters(net, exclude=[nn.Conv2d]))
         1
+        >>> lm = nn.ModuleDict({"emb": nn.Embedding(10, 4), "rnn": nn.GRU(4, 4), "out": nn.Linear(4, 10)})
+        >>> [n for _, n in prunable_parameters(lm)]
+        ['weight_ih_l0', 'weight_hh_l0', 'weight']
+        >>> [n for _, n in prunable_parameters(lm, include=["emb"], exclude=["rnn.weight_hh_l0"])]
+        ['weight', 'weight_ih_l0', 'weight']
     """
-    exclude = list(exclude)
-    names = {e for e in exclude if isinstance(e, str)}
-    excluded_types = tuple(e for e in exclude if isinstance(e, type))
-    known = {name for name, _ in model.named_modules()}
-    unknown = sorted(names - known)
+    exclude, include = list(exclude), list(include)
+    modules = dict(model.named_modules())
+    params = {f"{m}.{n}".lstrip("."): (modules[m], n) for m, module in modules.items() for n in _own_tensors(module)}
+    unknown = sorted(e for e in exclude if isinstance(e, str) and e not in modules and e not in params)
     if unknown:
-        raise ValueError(f"exclude names modules that the model does not have: {unknown}")
-    return [
-        (module, "weight")
-        for name, module in model.named_modules()
-        if isinstance(module, types) and not isinstance(module, excluded_types) and name not in names
-    ]
+        raise ValueError(f"exclude names modules or parameters that the model does not have: {unknown}")
+    chosen = {(id(m), n) for m, n in _default_matrices(modules.values())}
+    for entry in include:
+        found = _included(entry, modules, params)
+        if not found:
+            raise ValueError(f"include={entry!r} names no parameter of 2 or more dimensions in the model")
+        chosen |= {(id(m), n) for m, n in found}
+    excluded_types = tuple(e for e in exclude if isinstance(e, type))
+    return [(module, n) for name, module in modules.items() for n in _own_tensors(module)
+            if (id(module), n) in chosen and name not in exclude and f"{name}.{n}".lstrip(".") not in exclude
+            and not isinstance(module, excluded_types)]
+
+
+def _own_tensors(module: nn.Module) -> list[str]:
+    """The names of a module's own parameters, a pruned one by its original name ("weight", not "weight_orig")."""
+    return [n[:-len("_orig")] if n.endswith("_orig") and _is_reparametrised(module, n[:-len("_orig")]) else n
+            for n in module._parameters if module._parameters[n] is not None]
+
+
+def _default_matrices(modules: Iterable[nn.Module]) -> list[tuple[nn.Module, str]]:
+    """Every weight a layer multiplies its input by (see :func:`prunable_parameters`)."""
+    found = []
+    for module in modules:
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            names = ["weight"]
+        elif isinstance(module, nn.MultiheadAttention):
+            names = ["in_proj_weight"] if module._qkv_same_embed_dim else ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
+        elif isinstance(module, nn.RNNBase):
+            names = [n for n in module._flat_weights_names if n.startswith("weight_")]
+        else:
+            continue
+        found += [(module, n) for n in names if n in _own_tensors(module)]
+    return found
+
+
+def _included(entry: str | type, modules: dict, params: dict) -> list[tuple[nn.Module, str]]:
+    """The tensors of 2+ dimensions an ``include=`` entry names: a parameter, a module's own, or a type's."""
+    if isinstance(entry, str) and entry in params:
+        candidates = [params[entry]]
+    elif isinstance(entry, str) and entry in modules:
+        candidates = [(modules[entry], n) for n in _own_tensors(modules[entry])]
+    elif isinstance(entry, type):
+        candidates = [(m, n) for m in modules.values() if isinstance(m, entry) for n in _own_tensors(m)]
+    else:
+        candidates = []
+    return [(m, n) for m, n in candidates if _tensor_of(m, n).dim() >= 2]
+
+
+def _tensor_of(module: nn.Module, name: str) -> torch.Tensor:
+    return module._parameters[name + "_orig"] if _is_reparametrised(module, name) else module._parameters[name]
 
 
 def attach_masks(parameters: ParameterList) -> list[tuple[nn.Module, str]]:
@@ -240,6 +309,8 @@ def attach_masks(parameters: ParameterList) -> list[tuple[nn.Module, str]]:
     for module, name in parameters:
         if not _is_reparametrised(module, name):
             ActiveL1Unstructured.apply(module, name, amount=0)
+        else:  # pruned by torch.nn.utils.prune: its hook stays, reads become current too
+            _mask_on_read(module, name)
     return parameters
 
 
@@ -310,11 +381,8 @@ def global_magnitude_prune(
                                   zip(scores.split(sizes), active.split(sizes), counts)])
             n_new = int(selected.sum())
         for (module, name), mask, sel in zip(parameters, masks, selected.split([m.numel() for m in masks])):
-            # In place: the forward pre-hook and any compiled graph read this very buffer.
+            # In place: every read of `module.name` and any compiled graph use this very buffer.
             mask.masked_fill_(sel.view_as(mask).to(mask.device), 0)
-            # Refresh the masked view now so `module.weight` is current before the next forward. Without
-            # autograd history, so the module can still be deep-copied (the pre-hook rebuilds the graph).
-            setattr(module, name, getattr(module, name + "_orig") * mask)
     zero_pruned_state(parameters, optimizer)
     return n_new
 
@@ -855,6 +923,76 @@ def _unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     return ((packed.unsqueeze(1) & _BIT_WEIGHTS) != 0).reshape(-1)[:n]
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The masked read. Why a property and not torch's forward pre-hook: the pre-hook refreshes ``module.weight``
+# only when that module's own ``forward`` runs, so a weight its parent reads directly went stale and stopped
+# learning (``nn.MultiheadAttention`` reads ``out_proj.weight`` without calling ``out_proj``; pytorch/pytorch
+# 78109), and the refreshed attribute kept autograd history between steps, so ``copy.deepcopy`` (EMA, SWA)
+# failed after any training step (pytorch/pytorch 37322). A property, as ``torch.nn.utils.parametrize`` does it
+# (a subclass made per module class, assigned to ``module.__class__``), computes ``name_orig * name_mask`` on
+# every read, whoever reads it, and stores nothing. Unlike parametrize, the parameter and buffer keep torch
+# prune's names (``weight_orig``, ``weight_mask``), so state dicts, ``prune.is_pruned`` and ``prune.remove``
+# are unchanged. Measured in benchmarks/bench_masked_read.py.
+
+_MASKED_CLASSES: dict[tuple[type, frozenset], type] = {}
+
+
+def _mask_on_read(module: nn.Module, name: str) -> None:
+    """Make ``module.name`` read as ``name_orig * name_mask`` (for RNNs also their ``_flat_weights``)."""
+    base = getattr(type(module), "_masked_base", type(module))
+    names = getattr(type(module), "_masked_names", frozenset()) | {name}
+    module.__class__ = _masked_class(base, names)
+    module.__dict__.pop(name, None)  # the copy torch's apply() stored: reads go to the property from now on
+    module.__dict__.pop("_flat_weights", None)  # an RNN's list held that copy too; the property replaces it
+
+
+def _masked_class(base: type, names: frozenset) -> type:
+    """``base`` with a masking property per name; one class per (base, names), named as ``base`` (so that
+    printing the model is unchanged)."""
+    key = (base, names)
+    if key not in _MASKED_CLASSES:
+        members = {n: _masked_property(n) for n in names}
+        if issubclass(base, nn.RNNBase):  # the RNN kernels take the list, not the attributes
+            members["_flat_weights"] = property(_rnn_flat_weights, _ignore_assignment)
+        members.update(_masked_base=base, _masked_names=names, __reduce_ex__=_reduce_masked,
+                       __module__=base.__module__, __qualname__=base.__qualname__)
+        _MASKED_CLASSES[key] = type(base.__name__, (base,), members)
+    return _MASKED_CLASSES[key]
+
+
+def _masked_property(name: str) -> property:
+    orig, mask = name + "_orig", name + "_mask"
+
+    def read(module: nn.Module) -> torch.Tensor:
+        return module._parameters[orig] * module._buffers[mask]
+
+    def unmask(module: nn.Module) -> None:  # `del module.name`, as prune.remove does before restoring it
+        names = module._masked_names - {name}
+        module.__class__ = _masked_class(module._masked_base, names) if names else module._masked_base
+        if isinstance(module, nn.RNNBase) and not names:
+            module._init_flat_weights()  # no stale masked copy left in the list (pytorch/pytorch 33618)
+    return property(read, _ignore_assignment, unmask, f"{orig} * {mask}, computed on every read")
+
+
+def _ignore_assignment(module: nn.Module, value) -> None:
+    """Assigning the masked copy (torch's prune hooks, RNNBase.__setattr__) is a no-op: reads recompute it."""
+
+
+def _rnn_flat_weights(module: nn.Module) -> list:
+    return [getattr(module, n) if hasattr(module, n) else None for n in module._flat_weights_names]
+
+
+def _reduce_masked(module: nn.Module, protocol: int):
+    """Pickle and deepcopy the module as its base class plus the masked names: the made class is not
+    importable by name, this function and ``_new_masked`` are."""
+    return _new_masked, (module._masked_base, tuple(sorted(module._masked_names))), module.__getstate__()
+
+
+def _new_masked(base: type, names: tuple[str, ...]) -> nn.Module:
+    cls = _masked_class(base, frozenset(names))
+    return cls.__new__(cls)
+
+
 def _is_reparametrised(module: nn.Module, name: str) -> bool:
     return hasattr(module, name + "_orig") and hasattr(module, name + "_mask")
 
@@ -879,8 +1017,10 @@ def _validate_parameters(parameters: ParameterList) -> list[tuple[nn.Module, str
         module, name = item
         if not (_is_reparametrised(module, name) or isinstance(module._parameters.get(name), nn.Parameter)):
             raise ValueError(f"{type(module).__name__} has no parameter named {name!r}")
-        if getattr(module, name + "_orig", module._parameters.get(name)).dim() < 1:
-            raise ValueError(f"{type(module).__name__}.{name} is a scalar and cannot be pruned by entries")
+        t = _tensor_of(module, name)
+        if not (t.is_floating_point() and t.dim() >= 2):
+            raise ValueError(f"{type(module).__name__}.{name} is not a floating tensor of 2 or more dimensions "
+                             f"(shape {tuple(t.shape)}, {t.dtype}): only weight matrices are pruned")
     if len({(id(m), n) for m, n in parameters}) != len(parameters):
         raise ValueError("parameters lists the same tensor twice")
     return parameters

@@ -19,10 +19,6 @@ from helpers import N_PRUNABLE, assert_bit_identical, baseline, folder_of, load_
 STEPS = 6  # per epoch of the tiny data
 
 
-def layer_counts(params) -> list[int]:
-    return [int(getattr(m, n + "_mask").sum()) for m, n in params]
-
-
 @pytest.fixture
 def updates(monkeypatch):
     """Around every mask update: the per-layer counts, masks, weights, momentum and gradients before and after."""
@@ -34,9 +30,9 @@ def updates(monkeypatch):
             return real(self, run, step)
         fraction = self.options.drop_fraction / 2 * (1 + math.cos(math.pi * step / self.end_step(run.steps_per_epoch())))
 
-        def snap():
-            return {"counts": layer_counts(run.params),
-                    "masks": [getattr(m, n + "_mask").clone() for m, n in run.params],
+        def snap():  # RigL's update step trains with every mask at 1 (dense gradient) and keeps the masks aside
+            masks = [k.clone() for k in self._masks] or [getattr(m, n + "_mask").clone() for m, n in run.params]
+            return {"counts": [int(k.sum()) for k in masks], "masks": masks,
                     "orig": [getattr(m, n + "_orig").detach().clone() for m, n in run.params],
                     "grad": [getattr(m, n + "_orig").grad.clone() for m, n in run.params],
                     "events": len(run.state["mask_events"]),

@@ -1,5 +1,6 @@
 """Invariants of pruning.py: exact counts, monotone masks, agreement with torch.nn.utils.prune, zeros stay zero."""
 
+import re
 import copy
 
 import pytest
@@ -294,6 +295,77 @@ def test_prunable_parameters_selects_conv_and_linear_weights():
         pruning.prunable_parameters(model, exclude=["fc"])
 
 
+def test_the_default_set_is_every_weight_matrix_and_nothing_else():
+    mha_separate = nn.MultiheadAttention(8, 2, kdim=4, vdim=6)
+    model = nn.ModuleDict({"emb": nn.Embedding(10, 8), "norm": nn.LayerNorm(8), "mha": nn.MultiheadAttention(8, 2),
+                           "sep": mha_separate, "lstm": nn.LSTM(8, 4, proj_size=2, bidirectional=True),
+                           "up": nn.ConvTranspose2d(2, 3, 2), "c1": nn.Conv1d(2, 2, 3), "c3": nn.Conv3d(1, 1, 2)})
+    got = [f"{type(m).__name__}.{n}" for m, n in pruning.prunable_parameters(model)]
+    assert got == ["MultiheadAttention.in_proj_weight", "NonDynamicallyQuantizableLinear.weight",
+                   "MultiheadAttention.q_proj_weight", "MultiheadAttention.k_proj_weight",
+                   "MultiheadAttention.v_proj_weight", "NonDynamicallyQuantizableLinear.weight",
+                   "LSTM.weight_ih_l0", "LSTM.weight_hh_l0", "LSTM.weight_hr_l0", "LSTM.weight_ih_l0_reverse",
+                   "LSTM.weight_hh_l0_reverse", "LSTM.weight_hr_l0_reverse",
+                   "ConvTranspose2d.weight", "Conv1d.weight", "Conv3d.weight"]
+    with_emb = pruning.prunable_parameters(model, include=[nn.Embedding], exclude=["lstm", "mha.out_proj.weight"])
+    assert [f"{type(m).__name__}.{n}" for m, n in with_emb][:3] == [
+        "Embedding.weight", "MultiheadAttention.in_proj_weight", "MultiheadAttention.q_proj_weight"]
+    assert pruning.prunable_parameters(model, include=["emb.weight"]) == \
+        pruning.prunable_parameters(model, include=["emb"])
+    pruning.attach_masks(pruning.prunable_parameters(model))  # found again once pruned (weight_orig)
+    assert len(pruning.prunable_parameters(model)) == len(got)
+
+
+@pytest.mark.parametrize("include, message", [
+    (["norm"], "include='norm' names no parameter of 2 or more dimensions"),      # 1-D only
+    (["norm.weight"], "include='norm.weight' names no parameter"),
+    (["nothing"], "include='nothing' names no parameter"),
+    ([nn.GRU], "names no parameter"),                                              # no module of that type
+])
+def test_include_that_names_nothing_prunable_is_refused(include, message):
+    model = nn.ModuleDict({"norm": nn.LayerNorm(4), "fc": nn.Linear(4, 2)})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pruning.prunable_parameters(model, include=include)
+
+
+def test_a_weight_read_by_its_parent_is_masked_and_learns():
+    # nn.MultiheadAttention reads out_proj.weight without calling out_proj: with torch's forward pre-hook
+    # it kept the tensor of the last prune, without autograd history, and stopped learning
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2)
+    params = pruning.prunable_parameters(mha)
+    pruning.global_magnitude_prune(params, 0.5)
+    x = torch.randn(3, 2, 8)
+    mha(x, x, x)[0].sum().backward()
+    for m, n in params:
+        grad, mask = m._parameters[n + "_orig"].grad, m._buffers[n + "_mask"]
+        assert grad is not None and bool(grad[mask == 1].ne(0).any()) and bool(grad[mask == 0].eq(0).all())
+    pruning.global_magnitude_prune(params, 0.8)  # read after an update, before any forward: current
+    assert torch.equal(mha.out_proj.weight, mha.out_proj.weight_orig * mha.out_proj.weight_mask)
+    assert int((mha.out_proj.weight != 0).sum()) == int(mha.out_proj.weight_mask.sum())
+
+
+def test_the_masked_read_keeps_torch_prune_working():
+    net = nn.Sequential(nn.Linear(4, 3), nn.GRU(3, 2))
+    params = pruning.prunable_parameters(net)
+    pruning.global_magnitude_prune(params, 0.5)
+    assert prune.is_pruned(net) and type(net[0]).__name__ == "Linear" and isinstance(net[0], nn.Linear)
+    assert sorted(net.state_dict()) == sorted(["0.bias", "0.weight_orig", "0.weight_mask", "1.bias_ih_l0", "1.bias_hh_l0",
+                                               "1.weight_ih_l0_orig", "1.weight_ih_l0_mask", "1.weight_hh_l0_orig",
+                                               "1.weight_hh_l0_mask"])
+    prune.remove(net[1], "weight_ih_l0")  # torch's own remove, one tensor of two
+    assert isinstance(net[1].weight_ih_l0, nn.Parameter) and net[1]._flat_weights[0] is net[1].weight_ih_l0
+    pruning.make_pruning_permanent(params)
+    assert type(net[0]) is nn.Linear and type(net[1]) is nn.GRU and not prune.is_pruned(net)
+    assert all(isinstance(w, nn.Parameter) for w in net[1]._flat_weights)  # no stale masked copy (pytorch 33618)
+    l1 = nn.Linear(4, 4)
+    prune.l1_unstructured(l1, "weight", amount=4)  # pruned by torch: attach_masks keeps its mask and hook
+    pruning.global_magnitude_prune([(l1, "weight")], 0.5)
+    assert int(l1.weight_mask.sum()) == 8 and torch.equal(l1.weight, l1.weight_orig * l1.weight_mask)
+    prune.remove(l1, "weight")
+    assert type(l1) is nn.Linear and int((l1.weight == 0).sum()) == 8
+
+
 def test_schedule_values():
     for epochs, target in ((200, 0.796), (30, 0.744)):
         values = [pruning.sparsity_schedule("linear", e, epochs, target) for e in range(epochs)]
@@ -342,6 +414,13 @@ def test_bad_parameter_lists_are_refused():
         pruning.global_magnitude_prune([(nn.Linear(2, 2, bias=False), "bias")], 0.5)
     with pytest.raises(ValueError, match="twice"):
         pruning.global_magnitude_prune([(model[0], "weight"), (model[0], "weight")], 0.5)
+    with pytest.raises(ValueError, match=r"BatchNorm2d.weight is not a floating tensor of 2 or more dimensions \(shape \(8,\)"):
+        pruning.global_magnitude_prune([(model[0], "weight"), (model[1], "weight")], 0.5)
+    assert not pruning.prune.is_pruned(model)  # nothing changed: every pair is checked before any is touched
+    emb = nn.Embedding(4, 3)
+    emb.weight = nn.Parameter(torch.zeros(4, 3, dtype=torch.int32), requires_grad=False)
+    with pytest.raises(ValueError, match=r"Embedding.weight is not a floating tensor .* torch.int32"):
+        pruning.attach_masks([(emb, "weight")])
     with pytest.raises(ValueError, match="amount"):
         pruning.ActiveL1Unstructured(amount=-1)
     with pytest.raises(ValueError, match="still active"):
