@@ -7,7 +7,8 @@ exactly zero in the forward pass, the gradients and the optimizer state.
 This file depends on torch and the standard library only: copy it into your project. Usage::
 
     import pruning
-    params = pruning.prunable_parameters(model)          # every Conv/Linear weight
+    params = pruning.prunable_parameters(model)          # every weight matrix (conv, linear, attention, RNN)
+    pruning.attach_masks(params)                         # before the optimizer / an EMA copy
     for epoch in range(epochs):
         s = pruning.sparsity_schedule("linear", epoch, epochs, target=0.8)
         pruning.global_magnitude_prune(params, s, optimizer=optimizer)  # also zeroes momentum etc.
@@ -23,9 +24,10 @@ start=0, end=int(0.75 * total_steps), every=100)`` and, before step ``t``'s forw
 global_magnitude_prune(params, events[t], optimizer=optimizer)``. ``distribution="uniform" | "erk"`` spreads
 a target over the layers instead of one global ranking (:func:`layer_prune_counts`).
 
-The model carries torch's usual reparametrisation (``weight_orig``, ``weight_mask`` buffer, forward
-pre-hook), applied once; later calls update the mask buffers in place, so hooks never stack, memory
-does not grow with the number of updates, and a ``torch.compile``-d model stays valid.
+The model carries torch's usual names (``weight_orig``, ``weight_mask`` buffer, the pruning method in
+``_forward_pre_hooks``), applied once; ``module.weight`` is a property computing ``weight_orig * weight_mask``
+wherever it is read (see "The masked read" below). Later calls update the mask buffers in place, so nothing
+stacks, memory does not grow with the number of updates, and a ``torch.compile``-d model stays valid.
 """
 
 from __future__ import annotations
