@@ -342,6 +342,11 @@ def hessian_gradient_product(model: torch.nn.Module, params: list, batches: list
     """GraSP's two passes over ``batches``: the gradient ``g = sum_b d loss_b / d params`` (no graph), then
     ``Hg = sum_b d (g . d loss_b / d params) / d params`` (one Hessian-vector product per batch, by double
     backpropagation, ``g`` held fixed); returns (g, Hg), one tensor per parameter. ``loss(logits, y)``."""
+    if len(batches) == 1:  # g from the graph the Hessian-vector product needs anyway: one forward pass less
+        parts = torch.autograd.grad(loss(model(batches[0][0]), batches[0][1]), params, create_graph=True)
+        grad = [part.detach() for part in parts]
+        flow = sum((g * part).sum() for g, part in zip(grad, parts))
+        return grad, list(torch.autograd.grad(flow, params))
     grad = [torch.zeros_like(p) for p in params]
     for x, y in batches:
         for g, part in zip(grad, torch.autograd.grad(loss(model(x), y), params)):

@@ -225,11 +225,12 @@ def test_a_new_method_is_one_class_and_its_registry_line(mnist_data, tmp_path, m
     assert "--rounds is not an option of init-magnitude (it is one of imp)" in capsys.readouterr().err
 
 
-def test_grasp_hessian_gradient_product_is_torch_hvp():
+@pytest.mark.parametrize("n_batches", [1, 2])  # one batch: g and Hg from one graph
+def test_grasp_hessian_gradient_product_is_torch_hvp(n_batches):
     torch.manual_seed(0)  # float64: the two computations differ only in rounding, far below the tolerance
     net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
     batches = [(torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 1])),
-               (torch.randn(4, 6, dtype=torch.float64), torch.tensor([2, 2, 0, 1]))]
+               (torch.randn(4, 6, dtype=torch.float64), torch.tensor([2, 2, 0, 1]))][:n_batches]
     loss = lambda logits, y: torch.nn.functional.cross_entropy(logits / 200.0, y)  # noqa: E731
     params = [net[0].weight, net[2].weight]
     g, hg = methods.hessian_gradient_product(net, params, batches, loss)
