@@ -42,7 +42,10 @@ def test_the_study_commands_are_exactly_the_committed_runs_and_are_skipped(scrip
         assert sorted(skipped) == expected
 
 
-@pytest.mark.parametrize("folder", [folder for _, folder in STUDIES])
+IN_PROGRESS = ["study/third"]  # run_third.py: its table is checked; its dry run joins STUDIES once every run is in
+
+
+@pytest.mark.parametrize("folder", [folder for _, folder in STUDIES] + IN_PROGRESS)
 def test_the_committed_table_is_what_aggregate_makes_of_the_committed_json(folder, tmp_path):
     made = tmp_path / "table.md"
     assert aggregate.main([str(ROOT / folder / "results"), "-o", str(made)]) == 0
