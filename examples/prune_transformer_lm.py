@@ -46,6 +46,8 @@ class TinyLM(nn.Module):
 def read_bytes(path: str | None, limit: int) -> torch.Tensor:
     """The text as a byte tensor: ``path``, or the standard library's ``*.py`` files in name order."""
     if path:
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: --text {path}: no such file")
         with open(path, "rb") as f:
             raw = f.read(limit)
     else:
@@ -94,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", help="a text file (default: the Python standard library's *.py files)")
     parser.add_argument("--bytes", type=int, default=2_000_000, help="read at most this many bytes")
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)

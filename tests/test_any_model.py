@@ -201,3 +201,22 @@ def test_a_compiled_pruned_model_follows_mask_updates_without_recompiling(kind):
         for (m, n), gc, ge in zip(params, grads_c, grads_e):
             assert torch.allclose(gc, ge, rtol=1e-5, atol=1e-6) and bool(gc[m._buffers[n + "_mask"] == 0].eq(0).all())
     assert counter.frame_count == 1  # compiled once: the mask updates (in place) caused no recompilation
+
+
+def test_the_language_model_example_prunes_to_its_target(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("def f(x):\n    return x * 2\n" * 800)
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "prune_transformer_lm.py"), "--text", str(text),
+                           "--steps", "8", "--prune-every", "2", "--batch", "4"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert "pruned: cubic ramp to 90% in 4 events, the last at step 6" in lines[0]
+    assert "weight matrices 0.0% sparse" in lines[1] and "weight matrices 90.0% sparse" in lines[2]
+    too_short = subprocess.run([sys.executable, str(ROOT / "examples" / "prune_transformer_lm.py"), "--text", str(text),
+                                "--bytes", "100"], capture_output=True, text=True, timeout=300)
+    assert too_short.returncode == 1 and too_short.stderr.strip() == \
+        "error: the text has 100 bytes; give at least 10,000 (--text)"
+    missing = subprocess.run([sys.executable, str(ROOT / "examples" / "prune_transformer_lm.py"), "--text",
+                              str(tmp_path / "none.txt")], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and missing.stderr.strip() == f"error: --text {tmp_path / 'none.txt'}: no such file"
