@@ -981,7 +981,7 @@ def _ignore_assignment(module: nn.Module, value) -> None:
 
 
 def _rnn_flat_weights(module: nn.Module) -> list:
-    return [getattr(module, n) if hasattr(module, n) else None for n in module._flat_weights_names]
+    return [getattr(module, n, None) for n in module._flat_weights_names]  # masked ones computed once each
 
 
 def _reduce_masked(module: nn.Module, protocol: int):
