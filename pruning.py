@@ -108,6 +108,8 @@ class ActiveL1Unstructured(prune.BasePruningMethod):
         so that ``prune.is_pruned`` and ``prune.remove`` find it."""
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        if self.amount == 0:  # attach_masks: nothing to rank (a copy: the caller may hold default_mask)
+            return default_mask.clone()
         active = default_mask.reshape(-1) != 0
         n_active = int(torch.count_nonzero(active))
         if self.amount > n_active:
