@@ -270,7 +270,8 @@ def _default_matrices(modules: Iterable[nn.Module]) -> list[tuple[nn.Module, str
             names = [n for n in module._flat_weights_names if n.startswith("weight_")]
         else:
             continue
-        found += [(module, n) for n in names if n in _own_tensors(module)]
+        own = _own_tensors(module)
+        found += [(module, n) for n in names if n in own]
     return found
 
 

@@ -12,7 +12,6 @@ interleaved runs.
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -22,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import config  # noqa: E402
 import devices  # noqa: E402
 import harness  # noqa: E402
+from interleave import interleaved_medians  # noqa: E402
 
 
 def make_run(args) -> harness.Run:
@@ -57,11 +57,8 @@ def main() -> None:
         run.optimizer.step()
         return time.perf_counter() - t0
     score(), step()  # warm-up
-    times = {"score": [], "step": []}
-    for _ in range(args.repeats):
-        times["score"].append(score())
-        times["step"].append(step())
-    s, t = statistics.median(times["score"]), statistics.median(times["step"])
+    times = interleaved_medians({"score": score, "step": step}, args.repeats)
+    s, t = times["score"], times["step"]
     per_batch = s / args.score_batches
     print(f"{args.arch}{'' if args.width is None else f' width {args.width}'}, batch {args.batch_size}, "
           f"{args.score_batches} score batch(es), {platform.machine()}, {torch.get_num_threads()} threads, "

@@ -28,6 +28,7 @@ from torch.nn.utils import prune
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import pruning  # noqa: E402
+from interleave import interleaved_medians  # noqa: E402
 
 
 def models() -> dict:
@@ -71,11 +72,8 @@ def step_timer(model: nn.Module, shape: tuple):
 def bench_steps(repeats: int) -> None:
     for label, (build, shape) in models().items():
         timers = {m: step_timer(with_masks(build, m)[0], shape) for m in ("property", "pre-hook")}
-        times = {m: [] for m in timers}
-        for _ in range(repeats):
-            for m, one_step in timers.items():
-                times[m].append(one_step())
-        hook, prop = statistics.median(times["pre-hook"]), statistics.median(times["property"])
+        times = interleaved_medians(timers, repeats)
+        hook, prop = times["pre-hook"], times["property"]
         print(f"  {label}: torch pre-hook {1000 * hook:.0f} ms, property {1000 * prop:.0f} ms per step "
               f"({100 * (prop / hook - 1):+.1f}%)")
 

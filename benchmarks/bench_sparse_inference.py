@@ -12,7 +12,6 @@ are checked equal to the dense model's within float tolerance (the sums run in a
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 import warnings
@@ -23,6 +22,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model as networks  # noqa: E402
 import pruning  # noqa: E402
+from interleave import interleaved_medians  # noqa: E402
 
 
 class CSRLinear(nn.Module):
@@ -74,13 +74,10 @@ def bench(path: str, repeats: int) -> None:
         assert torch.allclose(sparse(x), dense(x), rtol=1e-4, atol=1e-5), "CSR outputs differ from the dense model's"
         inner = 2000 if batch == 1 else 50
         runs = {"dense": timer(dense, x, inner), "csr": timer(sparse, x, inner)}
-        times = {k: [] for k in runs}
         for run in runs.values():
             run()  # warm-up
-        for _ in range(repeats):
-            for k, run in runs.items():
-                times[k].append(run())
-        d, c = statistics.median(times["dense"]), statistics.median(times["csr"])
+        times = interleaved_medians(runs, repeats)
+        d, c = times["dense"], times["csr"]
         print(f"  batch {batch:>3}: dense {1e6 * d:8.1f} us, CSR {1e6 * c:8.1f} us per batch: CSR is "
               f"{d / c:.2f}x the dense speed ({'faster' if c < d else 'slower'})")
 

@@ -20,7 +20,6 @@ extrapolation to a full run is an estimate. Last, one pruning update and one epo
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -35,6 +34,7 @@ import harness  # noqa: E402
 import pruning  # noqa: E402
 import record  # noqa: E402
 import model  # noqa: E402
+from interleave import interleaved_medians  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -156,27 +156,23 @@ def main() -> None:
     same_layout = devices.channels_last(run.config, device)
     bare = {cl: bare_setup(args, device, cl, run.config.precision) for cl in (False, True)}
     bare["masked"] = bare_loop_setup(args, run)
-    times = {"harness": [], "hooked": [], False: [], True: [], "masked": []}
-    for _ in range(args.repeats):  # interleaved, so that drift of a noisy machine hits all alike
-        times["harness"].append(time_epoch(False))
-        times["hooked"].append(time_epoch(True))
-        for key, one_pass in bare.items():
-            times[key].append(one_pass())
-    rate = args.images / statistics.median(times["harness"])
-    bare_rate = args.images / statistics.median(times[same_layout])  # the bare step in the harness's layout
-    masked_rate = args.images / statistics.median(times["masked"])
+    times = interleaved_medians({"harness": lambda: time_epoch(False), "hooked": lambda: time_epoch(True), **bare},
+                                args.repeats)
+    rate = args.images / times["harness"]
+    bare_rate = args.images / times[same_layout]  # the bare step in the harness's layout
+    masked_rate = args.images / times["masked"]
     layout = "channels_last" if same_layout else "contiguous"
     recipe = config.PAPER_RECIPES[args.dataset]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"{args.dataset}, {args.arch}{'' if args.width is None else f' width {args.width}'}, batch {args.batch_size}, {device} {run.config.precision}, "
           f"{where}, {torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeats} "
           f"interleaved passes of {args.images} images")
-    print(f"  bare step, contiguous:     {args.images / statistics.median(times[False]):8.0f} images/s")
-    print(f"  bare step, channels_last:  {args.images / statistics.median(times[True]):8.0f} images/s")
+    print(f"  bare step, contiguous:     {args.images / times[False]:8.0f} images/s")
+    print(f"  bare step, channels_last:  {args.images / times[True]:8.0f} images/s")
     print(f"  bare loop over the same tensors, masks at 40% (pruning.py): {masked_rate:8.0f} images/s")
     print(f"  harness ({layout}, masks at 40%): {rate:8.0f} images/s = {rate / bare_rate:.3f}x the bare step in that "
           f"layout, {rate / masked_rate:.3f}x the bare loop")
-    hooked = args.images / statistics.median(times["hooked"])
+    hooked = args.images / times["hooked"]
     print(f"  harness + no-op per-step hooks: {hooked:8.0f} images/s = {hooked / rate:.3f}x the harness without")
     n_train = round(data.DATASETS[args.dataset].train_size * (1 - 0.11))
     epoch_s = n_train / rate

@@ -1,7 +1,7 @@
 """Invariants of pruning.py: exact counts, monotone masks, agreement with torch.nn.utils.prune, zeros stay zero."""
 
-import re
 import copy
+import re
 
 import pytest
 import torch
