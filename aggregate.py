@@ -373,9 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"over every comparison in the table against the same reference. "
                 f"Epochs trained: every epoch of every round, the training cost.")
         text = RENDERERS[args.format](tables, note)
-        if args.output:
-            with open(args.output, "w") as f:
-                f.write(text)
+        if args.output:  # atomically: a table is never left half-written over the previous one
+            results.atomic_write(args.output, lambda f: f.write(text.encode()))
         else:
             sys.stdout.write(text)
         if args.plot:

@@ -1,4 +1,4 @@
-"""What a result file is: its schema, its required keys, how runs group, and reading one file. Torch-free.
+"""What a result file is: its schema, its required keys, how runs group, and reading one file, writing any file atomically. Torch-free.
 
 record.py checks every result against this module before writing it; aggregate.py reads results only
 through it. Files of older schemas are upgraded on reading, each missing field taken at the meaning it had
@@ -9,6 +9,8 @@ the comparison table.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 
 from config import DEFAULT_WIDTH, FIELDS, RECIPE, RUN_FIELDS
 
@@ -139,3 +141,22 @@ def group_key(result: dict) -> tuple:
 def recipe_key(result: dict) -> tuple:
     """What runs of different methods must share to be compared: the group key's dataset and recipe."""
     return tuple((k, v) for k, v in group_key(result) if k in RECIPE_FIELDS or k == "dataset")
+
+
+def atomic_write(path: str, write) -> None:
+    """Call ``write(file_object)`` on a temp file in the same folder, then rename it over ``path``."""
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared like any file
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -23,6 +23,7 @@ import distributed
 import results
 from config import DEFAULT_ARCH, Config
 from distributed import World
+from results import atomic_write
 
 
 class UsageError(Exception):
@@ -42,25 +43,6 @@ def run_paths(config: Config, folder: str) -> dict[str, str]:
     stem = os.path.join(folder, f"seed{config.seed}")
     return {"folder": folder, "result": stem + ".json", "checkpoint": stem + ".ckpt.pt", "model": stem + ".model.pt",
             "lock": stem + ".lock"}
-
-
-def atomic_write(path: str, write) -> None:
-    """Call ``write(file_object)`` on a temp file in the same folder, then rename it over ``path``."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared like any file
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_file(path: str, write) -> None:

@@ -98,3 +98,26 @@ def test_the_study_page_and_readme_numbers_are_the_committed_table_s():
     assert shown_groups((ROOT / "docs" / "study.md").read_text(), committed) == set(committed)  # every group
     headline = shown_groups((ROOT / "README.md").read_text(), committed)  # README: a few, exactly as committed
     assert len(headline) >= 8 and {("progressive", "95.0%"), ("dense", "–")} <= headline
+
+
+def test_the_study_page_s_pivot_blocks_are_what_pivot_makes_of_the_committed_json():
+    sys.path.insert(0, str(ROOT / "study"))
+    import pivot
+    blocks = pivot.BLOCK.findall((ROOT / "docs" / "study.md").read_text())
+    assert [folder for folder, _ in blocks] == ["study/third/results"]
+    for folder, body in blocks:
+        assert body == pivot.pivot([str(ROOT / folder)])
+
+
+def test_pivot_update_rewrites_only_its_blocks_and_refuses_a_page_without_one(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "study"))
+    import pivot
+    page = tmp_path / "page.md"
+    page.write_text("before\n<!-- pivot: study/third/results -->\nstale\n<!-- /pivot -->\nafter\n")
+    assert pivot.main(["--update", str(page)]) == 0
+    assert page.read_text() == ("before\n<!-- pivot: study/third/results -->\n"
+                                f"{pivot.pivot([str(ROOT / 'study/third/results')])}<!-- /pivot -->\nafter\n")
+    (tmp_path / "plain.md").write_text("no block\n")
+    assert pivot.main(["--update", str(tmp_path / "plain.md")]) == 2
+    assert (tmp_path / "plain.md").read_text() == "no block\n"
+    assert capsys.readouterr().err.splitlines()[-1].startswith("pivot.py: error: ")
