@@ -56,10 +56,13 @@ def pivot(paths: list[str]) -> str:
         mine = [s for s in summaries if (s["dataset"], s["arch"]) == net]
         targets = sorted({s["target_sparsity"] for s in mine if s["method"] != results.DENSE})
         order = sorted({s["label"] for s in mine}, key=lambda lab: (lab != results.DENSE, lab != results.PAPER_METHOD, lab))
-        acc, vs_dense, vs_paper = ({lab: {} for lab in order} for _ in range(3))
+        acc, vs_dense, vs_paper, cost = ({lab: {} for lab in order} for _ in range(4))
         for s in mine:  # dense sits in every column: it is the reference at each target
             for t in (targets if s["method"] == results.DENSE else [s["target_sparsity"]]):
                 acc[s["label"]][t] = f"{aggregate.fmt_acc(s['acc_mean'], s['acc_sd'])} ({s['n']})"
+            if s["method"] != results.DENSE:
+                cost[s["label"]][s["target_sparsity"]] = " / ".join(
+                    f"{x:.3g}x" if x is not None else "–" for x in (s["training_cycles"], s["inference_x"]))
         for row in tables["comparison"]:
             if (row["dataset"], row["arch"]) == net:
                 vs_dense[row["label"]][row["target_sparsity"]] = _paired(row, results.DENSE)
@@ -71,6 +74,7 @@ def pivot(paths: list[str]) -> str:
                        {k: v for k, v in vs_dense.items() if k not in drop}, targets)
         out += _render("Paired difference vs the paper's schedule, pp (mean ± sd over seeds; Holm-adjusted p)",
                        {k: v for k, v in vs_paper.items() if k not in drop | {results.PAPER_METHOD}}, targets)
+        out += _render("MACs vs dense: training (the whole cycle) / inference (the final model)", cost, targets)
     return "\n".join(out)
 
 
