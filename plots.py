@@ -5,6 +5,7 @@ matplotlib is imported when a figure is drawn, so importing this module changes 
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 
@@ -26,8 +27,9 @@ def plot_figures(summaries: list[dict], folder: str) -> list[str]:
     costed = [s for s in summaries if s["training_cycles"] is not None]
     inferred = [s for s in summaries if s["inference_x"] is not None]
     figures = {
-        "accuracy_vs_sparsity.png": plot_accuracy(summaries, styles, lambda s: 100 * s["sparsity"],
-                                                  "sparsity of prunable weights (%)", 0.2),
+        "accuracy_vs_sparsity.png": plot_accuracy(summaries, styles, lambda s: 100 * (1 - s["sparsity"]),
+                                                  "prunable weights left (%, log scale; sparser to the right)",
+                                                  0.03, log_x=True),
         "accuracy_vs_cost.png": plot_accuracy(
             costed, styles, lambda s: s["training_cycles"],
             "training compute (MACs, × one dense training cycle)" + _left_out(summaries, costed), 0.0)
@@ -69,16 +71,17 @@ def series_styles(summaries: list[dict]) -> dict[str, tuple[str, str]]:
     return styles
 
 
-def plot_accuracy(summaries: list[dict], styles: dict, x_of, xlabel: str, dodge: float):
-    """Test accuracy (mean ± sd over seeds), one panel per dataset, one series per method variant through its
-    targets; dense as a dashed line with its ± sd band."""
+def plot_accuracy(summaries: list[dict], styles: dict, x_of, xlabel: str, dodge: float, log_x: bool = False):
+    """Test accuracy (mean ± sd over seeds), one panel per dataset and network, one series per method variant
+    through its targets; dense as a dashed line with its ± sd band. ``log_x``: a reversed log axis (for the
+    weights left: 10%, 5%, 2%, 1% evenly spaced), the dodge a factor."""
     import matplotlib.pyplot as plt
-    datasets = sorted({s["dataset"] for s in summaries}) or [""]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(11 * len(datasets), 6), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    panels = sorted({(s["dataset"], s["arch"]) for s in summaries}) or [("", DEFAULT_ARCH)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(11 * len(panels), 6), squeeze=False)
+    for ax, (dataset, arch) in zip(axes[0], panels):
         series = defaultdict(list)
         for s in summaries:
-            if s["dataset"] == dataset:
+            if (s["dataset"], s["arch"]) == (dataset, arch):
                 series[_label(s)].append(s)
         for i, (label, members) in enumerate(sorted(series.items())):
             members.sort(key=x_of)
@@ -89,10 +92,19 @@ def plot_accuracy(summaries: list[dict], styles: dict, x_of, xlabel: str, dodge:
                 continue
             shift = dodge * (i - (len(series) - 1) / 2)  # side by side where variants share an x
             colour, marker = styles[label]
-            ax.errorbar([x_of(s) + shift for s in members], [s["acc_mean"] for s in members],
+            ax.errorbar([x_of(s) * math.exp(shift) if log_x else x_of(s) + shift for s in members], [s["acc_mean"] for s in members],
                         yerr=[s["acc_sd"] or 0.0 for s in members], fmt=marker + "-", linewidth=0.8, capsize=3,
                         markersize=6, color=colour, label=f"{label} (n={'/'.join(str(s['n']) for s in members)})")
-        ax.set(title=f"{dataset}: test accuracy, mean ± sd over seeds", ylabel="test accuracy (%)",
+        if log_x:
+            ax.set_xscale("log")
+            ax.invert_xaxis()
+            ticks = sorted({round(x_of(s), 3) for members in series.values() for s in members
+                            if s["method"] != results.DENSE})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.set_xlim(max(ticks) * 1.25, min(ticks) / 1.25)  # reversed; room for the dodge at a lone target
+            ax.minorticks_off()
+        network = "" if arch == DEFAULT_ARCH else f", {arch}"
+        ax.set(title=f"{dataset}{network}: test accuracy, mean ± sd over seeds", ylabel="test accuracy (%)",
                xlabel=xlabel + ("\n(variants at the same x drawn side by side; " if dodge else "\n(")
                + "a line joins one variant's targets; dense: dashed line, ± sd band)")
         ax.grid(alpha=0.3)
