@@ -3,8 +3,11 @@ Holm's adjustment. Torch-free; SciPy is imported when a test is computed."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
+import warnings
+from collections.abc import Iterator
 
 
 def mean_sd(values: list[float], ddof: int) -> tuple[float, float | None]:
@@ -15,12 +18,23 @@ def mean_sd(values: list[float], ddof: int) -> tuple[float, float | None]:
     return mean, statistics.stdev(values) if ddof == 1 else statistics.pstdev(values)
 
 
+@contextlib.contextmanager
+def quiet_constant_group() -> Iterator[None]:
+    """Silences SciPy's "catastrophic cancellation" warning, raised when one group's values are all equal (a
+    method at chance, 10.00% on every seed): Welch's t is then defined by the other group's variance alone and
+    SciPy computes it; the warning would only repeat for every such cell of every table."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Precision loss occurred in moment calculation", RuntimeWarning)
+        yield
+
+
 def welch_p_value(a: list[float], b: list[float]) -> float | None:
     """Two-sided p-value of Welch's t-test (scipy.stats.ttest_ind, equal_var=False); None if undefined."""
     if len(a) < 2 or len(b) < 2 or (statistics.variance(a) == 0 and statistics.variance(b) == 0):
         return None
     from scipy import stats  # deferred: only the comparison needs it
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with quiet_constant_group():
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return None if math.isnan(p) else p
 
 
@@ -44,7 +58,8 @@ def paired_difference(a: dict, b: dict) -> tuple[float, float | None, float | No
     if not sd:
         return mean, sd, None
     from scipy import stats  # deferred: only the comparison needs it
-    p = float(stats.ttest_rel(a["acc"], b["acc"]).pvalue)
+    with quiet_constant_group():
+        p = float(stats.ttest_rel(a["acc"], b["acc"]).pvalue)
     return mean, sd, None if math.isnan(p) else p
 
 

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import warnings
 
 import pytest
 
@@ -125,6 +126,19 @@ def test_welch_p_value_against_known_cases():
     assert stats.welch_p_value([1.0, 2.0, 3.0], [1.5, 2.0, 2.5]) == pytest.approx(1.0)
     assert stats.welch_p_value([1.0, 1.0, 1.0], [2.0, 2.0, 2.0]) is None
     assert stats.welch_p_value([1.0], [2.0, 2.5, 3.0]) is None
+
+
+def test_welch_p_value_with_one_constant_group_is_the_one_sample_test_and_quiet():
+    # A method at chance on every seed (VGG-19 SNIP at 98% in the third study): Welch's df reduces to n - 1 of
+    # the other group, i.e. the one-sample t-test against the constant; SciPy's precision warning is silenced.
+    from scipy.stats import ttest_1samp
+    chance, other = [10.0, 10.0, 10.0], [87.39, 88.38, 88.32]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = stats.welch_p_value(chance, other)
+        paired = stats.paired_difference({"seeds": [1, 2, 3], "acc": chance}, {"seeds": [1, 2, 3], "acc": other})
+    assert p == pytest.approx(ttest_1samp(other, 10.0).pvalue, rel=1e-9)
+    assert paired[2] == pytest.approx(p, rel=1e-9)  # the differences are the other group shifted
 
 
 def test_comparison_against_dense_of_same_recipe(paper_folder):

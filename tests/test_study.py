@@ -17,10 +17,9 @@ import runfolder
 import train_baseline
 
 ROOT = Path(__file__).resolve().parent.parent
-STUDIES = [("run_study.py", "study"), ("run_first.py", "study/first"), ("run_schedules.py", "study/schedules")]
-
-
-IN_PROGRESS = [("run_third.py", "study/third")]  # still running: every committed run is one of its commands
+STUDIES = [("run_study.py", "study"), ("run_first.py", "study/first"), ("run_schedules.py", "study/schedules"),
+           ("run_third.py", "study/third")]
+IN_PROGRESS: list[tuple[str, str]] = []  # a study still running: every committed run is one of its commands
 
 
 def planned_result(argv: list[str]) -> str | None:
