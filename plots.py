@@ -77,24 +77,27 @@ def plot_accuracy(summaries: list[dict], styles: dict, x_of, xlabel: str, dodge:
     weights left: 10%, 5%, 2%, 1% evenly spaced), the dodge a factor."""
     import matplotlib.pyplot as plt
     panels = sorted({(s["dataset"], s["arch"]) for s in summaries}) or [("", DEFAULT_ARCH)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(11 * len(panels), 6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(8.5 * len(panels), 6), squeeze=False)
     for ax, (dataset, arch) in zip(axes[0], panels):
         series = defaultdict(list)
         for s in summaries:
             if (s["dataset"], s["arch"]) == (dataset, arch):
                 series[_label(s)].append(s)
+        shared = {s["config"] for members in series.values() for s in members}
+        shared = shared.pop() if len(shared) == 1 else None  # one recipe in the panel: named once, in the title
+        short = {label: members[0]["label"] if shared is not None else label for label, members in series.items()}
         for i, (label, members) in enumerate(sorted(series.items())):
             members.sort(key=x_of)
             if members[0]["method"] == results.DENSE:
                 m, sd = members[0]["acc_mean"], members[0]["acc_sd"] or 0.0
-                ax.axhline(m, color="black", linestyle="--", linewidth=1, label=f"{label} (n={members[0]['n']})")
+                ax.axhline(m, color="black", linestyle="--", linewidth=1, label=f"{short[label]} (n={members[0]['n']})")
                 ax.axhspan(m - sd, m + sd, color="black", alpha=0.08)
                 continue
             shift = dodge * (i - (len(series) - 1) / 2)  # side by side where variants share an x
             colour, marker = styles[label]
             ax.errorbar([x_of(s) * math.exp(shift) if log_x else x_of(s) + shift for s in members], [s["acc_mean"] for s in members],
                         yerr=[s["acc_sd"] or 0.0 for s in members], fmt=marker + "-", linewidth=0.8, capsize=3,
-                        markersize=6, color=colour, label=f"{label} (n={'/'.join(str(s['n']) for s in members)})")
+                        markersize=6, color=colour, label=f"{short[label]} (n={'/'.join(str(s['n']) for s in members)})")
         if log_x:
             ax.set_xscale("log")
             ax.invert_xaxis()
@@ -104,7 +107,8 @@ def plot_accuracy(summaries: list[dict], styles: dict, x_of, xlabel: str, dodge:
             ax.set_xlim(max(ticks) * 1.25, min(ticks) / 1.25)  # reversed; room for the dodge at a lone target
             ax.minorticks_off()
         network = "" if arch == DEFAULT_ARCH else f", {arch}"
-        ax.set(title=f"{dataset}{network}: test accuracy, mean ± sd over seeds", ylabel="test accuracy (%)",
+        recipe = f"\n{shared}" if shared else ""
+        ax.set(title=f"{dataset}{network}: test accuracy, mean ± sd over seeds{recipe}", ylabel="test accuracy (%)",
                xlabel=xlabel + ("\n(variants at the same x drawn side by side; " if dodge else "\n(")
                + "a line joins one variant's targets; dense: dashed line, ± sd band)")
         ax.grid(alpha=0.3)
