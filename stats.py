@@ -20,9 +20,10 @@ def mean_sd(values: list[float], ddof: int) -> tuple[float, float | None]:
 
 @contextlib.contextmanager
 def quiet_constant_group() -> Iterator[None]:
-    """Silences SciPy's "catastrophic cancellation" warning, raised when one group's values are all equal (a
-    method at chance, 10.00% on every seed): Welch's t is then defined by the other group's variance alone and
-    SciPy computes it; the warning would only repeat for every such cell of every table."""
+    """Silences SciPy's "catastrophic cancellation" warning, raised when a sample's values are all equal or
+    nearly so: for Welch, one group at chance (10.00% on every seed), where t is defined by the other group's
+    variance alone and SciPy computes it; for the paired test, per-seed differences equal to rounding. The
+    warning would only repeat for every such cell of every table."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Precision loss occurred in moment calculation", RuntimeWarning)
         yield
