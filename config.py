@@ -7,7 +7,8 @@ Words, each with one meaning:
 
 * the **recipe** (kind ``recipe``): how the network is trained (epochs, learning rate, width, precision, ...).
   Runs of different methods are compared only when their recipes agree (``results.recipe_key``). Fields left
-  at ``None`` take the dataset's paper recipe (:data:`PAPER_RECIPES`).
+  at ``None`` take the named recipe's values for the dataset (``--recipe``: :data:`RECIPES`, the paper's by
+  default); the filled values, the recipe's name included, are what a result records.
 * the **task** (kind ``task``): the dataset, the method and the seed.
 * the **options** (kind ``option``): a method's own settings (target sparsity, schedule, rounds, ...).
 * the **identity**: task + recipe + options, everything but the run fields (:func:`identity`). A checkpoint or
@@ -31,6 +32,9 @@ TASK, RECIPE, OPTION, RUN = "task", "recipe", "option", "run"
 MAX_SEED = 2**32  # numpy and torch generators take seeds in [0, 2**32)
 ARCHS = ("resnet18", "lenet300", "lenet5", "vgg-like", "vgg19")  # model.ARCHITECTURES (tests/test_models.py)
 DEFAULT_ARCH, DEFAULT_WIDTH = "resnet18", 64  # of the networks --width scales
+LR_SCHEDULES = ("cosine", "step")
+AUGMENTATIONS = ("flip", "cifar", "none")
+RECIPE_NAMES = ("paper", "snip")  # RECIPES' keys  # data.DATASETS[...].augmentations: which a dataset offers
 
 
 class ConfigError(Exception):
@@ -65,17 +69,30 @@ class Config:
     method: str = setting(None, "training method", TASK)
     seed: int = setting(42, "seed for init, data split, shuffling, augmentation; in [0, 2**32)", TASK, int)
     # -- the recipe
+    recipe: str = setting(None, "named recipe that fills the recipe fields left unset: paper (the paper's, the "
+                                "default) or snip (SNIP's published MNIST recipe; flags still override)",
+                          choices=RECIPE_NAMES)
     epochs: int = setting(None, "epochs per training cycle (recipe default)", type=int)
+    steps: int = setting(None, "training budget in steps instead of --epochs: the cycle stops after this many "
+                               "steps, part-way through its last epoch (recipe default; snip: 30000)", type=int)
     batch_size: int = setting(None, "training batch size (recipe default)", type=int)
-    lr: float = setting(None, "initial SGD learning rate, cosine-annealed to 0 (0.1)", type=float)
+    lr: float = setting(None, "initial SGD learning rate (0.1)", type=float)
+    lr_schedule: str = setting(None, "cosine: annealed to 0 over the epochs (paper); step: times --lr-decay at "
+                                     "each of --lr-milestones (snip)", choices=LR_SCHEDULES)
+    lr_milestones: str = setting(None, "step schedule: training steps at which the LR is multiplied by "
+                                       "--lr-decay, comma-separated and increasing (snip: 25000)")
+    lr_decay: float = setting(None, "step schedule: the LR's factor at each milestone (snip: 0.1)", type=float)
     momentum: float = setting(None, "SGD momentum (0.9)", type=float)
     weight_decay: float = setting(None, "SGD weight decay (5e-4)", type=float)
-    label_smoothing: float = setting(None, "cross-entropy label smoothing, in [0, 1) (0.1)", type=float)
+    label_smoothing: float = setting(None, "cross-entropy label smoothing, in [0, 1) (paper 0.1, snip 0)", type=float)
+    augment: str = setting(None, "training augmentation: flip ((Fashion-)MNIST: left-right, the paper's), cifar "
+                                 "(CIFAR: crop/flip/rotate/jitter/erase, the paper's) or none (snip)",
+                           choices=AUGMENTATIONS)
     arch: str = setting(DEFAULT_ARCH, "network (lenet300 and lenet5: 1x28x28 images only)", choices=ARCHS)
     width: int = setting(None, "base channels of resnet18 / vgg-like / vgg19 (64; 8/16 for CPU)", type=int)
     train_subset: int = setting(None, "use N class-balanced training images", type=int)
-    val_fraction: float = setting(0.11, "held-out validation fraction of the training images", type=float)
-    no_hflip: bool = setting(False, "(Fashion-)MNIST: do not flip images (the paper flips)", type=bool)
+    val_fraction: float = setting(None, "held-out validation fraction of the training images (paper 0.11, "
+                                        "snip 0.1)", type=float)
     dummy: bool = setting(False, "random data with the right shapes (smoke tests)", type=bool)
     eval_batch_size: int = setting(1024, "batch size for validation and test", type=int)
     no_sync_bn: bool = setting(False, "multi-process runs: BatchNorm statistics per process, not over the global "
@@ -126,21 +143,39 @@ def run_fields(config: Config) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Recipe:
-    """The paper's training recipe for one dataset: the defaults of the recipe fields left at None."""
-    epochs: int
+    """A named training recipe for one dataset: the values of the recipe fields left at None. Exactly one of
+    ``epochs`` and ``steps`` is the budget; the LR schedule's milestones are training steps."""
+    epochs: int | None
     batch_size: int
-    lr: float = 0.1  # SGD, cosine-annealed to 0 over the epochs
+    augment: str  # data.DATASETS[dataset].augmentations
+    steps: int | None = None
+    lr: float = 0.1
+    lr_schedule: str = "cosine"  # annealed to 0 over the epochs, stepped once an epoch
+    lr_milestones: str | None = None  # step schedule only
+    lr_decay: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
+    val_fraction: float = 0.11
 
 
-PAPER_RECIPES = {
-    "cifar10": Recipe(epochs=200, batch_size=128),
-    "cifar100": Recipe(epochs=200, batch_size=128),  # CIFAR-10's recipe, 100 classes
-    "mnist": Recipe(epochs=30, batch_size=32),
-    "fashion-mnist": Recipe(epochs=30, batch_size=32),
+# SNIP (Lee et al. 2019), section 5 / appendix: SGD momentum 0.9, batch 100, weight decay 5e-4, lr 0.1 times 0.1
+# every 25k iterations, 10% of the training images held out, no augmentation or label smoothing. It states no
+# total budget (its public code defaults to 10k iterations); 30,000 steps here (55.6 epochs of 54,000 images),
+# so that the LR is decayed once, at 25,000, and LeNet-5-Caffe stays affordable on a CPU (docs/study.md).
+SNIP_DIGITS = Recipe(epochs=None, steps=30_000, batch_size=100, augment="none", lr_schedule="step",
+                     lr_milestones="25000", lr_decay=0.1, label_smoothing=0.0, val_fraction=0.1)
+RECIPES = {  # recipe name -> dataset -> its Recipe
+    "paper": {
+        "cifar10": Recipe(epochs=200, batch_size=128, augment="cifar"),
+        "cifar100": Recipe(epochs=200, batch_size=128, augment="cifar"),  # CIFAR-10's recipe, 100 classes
+        "mnist": Recipe(epochs=30, batch_size=32, augment="flip"),
+        "fashion-mnist": Recipe(epochs=30, batch_size=32, augment="flip"),
+    },
+    "snip": {"mnist": SNIP_DIGITS, "fashion-mnist": SNIP_DIGITS},  # SNIP's CIFAR recipe is not implemented
 }
+DEFAULT_RECIPE = "paper"
+PAPER_RECIPES = RECIPES[DEFAULT_RECIPE]
 # The paper's target sparsity per dataset: the default of a pruning method's --target-sparsity. The MNIST target:
 # docs/methods.md, "The paper's runs", on 0.744 vs the notebooks' 0.74433.
 PAPER_TARGETS = {"cifar10": 0.796, "cifar100": 0.796, "mnist": 0.744, "fashion-mnist": 0.744}
@@ -241,10 +276,28 @@ def parse_config(argv: list[str] | None, prog: str, description: str, datasets: 
 
 
 def with_recipe_defaults(config: Config) -> Config:
-    """Fill the recipe fields left at None from the dataset's paper recipe."""
-    recipe = PAPER_RECIPES[config.dataset]
-    filled = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe) if getattr(config, f.name) is None}
-    return config.replace(**filled)
+    """Fill the recipe fields left at None from the named recipe (``--recipe``, default the paper's) for the
+    dataset. The budget is filled only when neither ``--epochs`` nor ``--steps`` was given."""
+    name = config.recipe or DEFAULT_RECIPE
+    recipe = RECIPES[name].get(config.dataset)
+    if recipe is None:
+        raise ConfigError(f"--recipe {name} has no recipe for {config.dataset} (it has: "
+                          f"{', '.join(RECIPES[name])})")
+    budget_given = config.epochs is not None or config.steps is not None
+    filled = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe)
+              if getattr(config, f.name) is None and not (budget_given and f.name in ("epochs", "steps"))}
+    return config.replace(recipe=name, **filled)
+
+
+def milestones(config: Config) -> list[int]:
+    """The step schedule's milestones as ints ([] for cosine); ConfigError if they are not integers."""
+    if config.lr_schedule != "step":
+        return []
+    try:
+        return [int(m) for m in (config.lr_milestones or "").split(",") if m.strip()]
+    except ValueError:
+        raise ConfigError(f"--lr-milestones {config.lr_milestones!r}: not a comma-separated list of training "
+                          f"steps") from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -263,21 +316,42 @@ def validate(config: Config) -> Config:
     c = config
     checks = [
         ("seed", isinstance(c.seed, int) and 0 <= c.seed < MAX_SEED, f"must be in [0, 2**32), got {c.seed}"),
-        ("epochs", c.epochs >= 1, f"must be positive, got {c.epochs}"),
+        ("epochs", c.epochs >= 1 if c.epochs is not None else c.steps is not None, f"must be positive, got {c.epochs}"),
         ("batch_size", c.batch_size >= 1, f"must be positive, got {c.batch_size}"),
         ("lr", finite(c.lr) and c.lr > 0, f"must be positive, got {c.lr}"),
         ("momentum", finite(c.momentum) and c.momentum >= 0, f"must be >= 0, got {c.momentum}"),
         ("weight_decay", finite(c.weight_decay) and c.weight_decay >= 0, f"must be >= 0, got {c.weight_decay}"),
         ("label_smoothing", 0.0 <= c.label_smoothing < 1.0, f"must be in [0, 1), got {c.label_smoothing}"),
+        ("steps", c.steps is None or c.steps >= 1, f"must be positive, got {c.steps}"),
+        ("lr_decay", c.lr_schedule != "step" or (finite(c.lr_decay) and c.lr_decay > 0),
+         f"must be a positive factor with --lr-schedule step, got {c.lr_decay}"),
+        ("lr_milestones", c.lr_schedule == "step" or c.lr_milestones is None,
+         f"is for --lr-schedule step, not {c.lr_schedule}"),
         ("width", c.width is None or c.width >= 1, f"must be positive, got {c.width}"),
         ("train_subset", c.train_subset is None or c.train_subset >= 1, f"must be positive, got {c.train_subset}"),
         ("val_fraction", 0.0 <= c.val_fraction < 1.0, f"must be in [0, 1), got {c.val_fraction}"),
         ("eval_batch_size", c.eval_batch_size >= 1, f"must be positive, got {c.eval_batch_size}"),
     ]
     require(checks)
+    steps = milestones(c)
+    if c.lr_schedule == "step" and not (steps and steps[0] > 0 and all(a < b for a, b in zip(steps, steps[1:]))):
+        raise ConfigError(f"--lr-milestones {c.lr_milestones!r}: the step schedule needs training steps that are "
+                          f"positive and increasing")
     if c.train_subset is not None and c.val_fraction > 0 and round(c.val_fraction * c.train_subset) in (0, c.train_subset):
         raise ConfigError(f"--val-fraction {c.val_fraction} of --train-subset {c.train_subset} leaves an empty split")
     return config
+
+
+def check_budget(config: Config, steps_per_epoch: int) -> None:
+    """ConfigError (one line) if a step budget does not fit the data as loaded, or a step schedule's last
+    milestone is not a step of the cycle."""
+    if config.steps is not None and config.epochs != -(-config.steps // steps_per_epoch):
+        raise ConfigError(f"--steps {config.steps}: the data has {steps_per_epoch} batches an epoch, not the "
+                          f"real dataset's; give --epochs instead")
+    total = config.steps or config.epochs * steps_per_epoch
+    if milestones(config) and milestones(config)[-1] >= total:
+        raise ConfigError(f"--lr-milestones {config.lr_milestones}: milestone {milestones(config)[-1]} is not "
+                          f"before the end of training (step {total})")
 
 
 def finite(x: float) -> bool:

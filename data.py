@@ -38,19 +38,20 @@ class DatasetSpec:
     mean: tuple[float, ...]  # Normalize() statistics
     std: tuple[float, ...]
     image_size: int  # as stored: 32 (CIFAR) or 28 (MNIST-style)
-    augmentation: str  # "cifar": crop/flip/rotate/jitter/erase; "digits": flip only (AUGMENTATIONS below)
+    augmentations: tuple[str, ...]  # what --augment may name for it (train_transform), the paper's first
     idx_folder: bool  # MNIST-style: may also be read from a bare folder holding the four IDX files
-    train_size: int  # for the synthetic stand-in (--dummy)
+    train_size: int  # the real training set's size: --dummy's stand-in and --steps' epochs
     test_size: int
 
 
 DATASETS = {  # mean/std: CIFAR-10 and MNIST from the paper's notebooks; CIFAR-100 the usual training-set values
-    "cifar10": DatasetSpec("CIFAR10", 3, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32, "cifar", False,
-                           50000, 10000),
-    "cifar100": DatasetSpec("CIFAR100", 3, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 32, "cifar", False,
-                            50000, 10000),
-    "mnist": DatasetSpec("MNIST", 1, 10, (0.1307,), (0.3081,), 28, "digits", True, 60000, 10000),
-    "fashion-mnist": DatasetSpec("FashionMNIST", 1, 10, (0.1307,), (0.3081,), 28, "digits", True, 60000, 10000),
+    "cifar10": DatasetSpec("CIFAR10", 3, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32,
+                           ("cifar", "none"), False, 50000, 10000),
+    "cifar100": DatasetSpec("CIFAR100", 3, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 32,
+                            ("cifar", "none"), False, 50000, 10000),
+    "mnist": DatasetSpec("MNIST", 1, 10, (0.1307,), (0.3081,), 28, ("flip", "none"), True, 60000, 10000),
+    "fashion-mnist": DatasetSpec("FashionMNIST", 1, 10, (0.1307,), (0.3081,), 28, ("flip", "none"), True,
+                                 60000, 10000),
 }
 IMAGE_SIZE = 32  # the CNNs' input size: MNIST-style data is resized from 28x28 once, at load (the LeNets take 28)
 IDX_FILES = {  # split -> (images, labels), as distributed by LeCun / Zalando and Debian's dataset packages
@@ -95,6 +96,37 @@ def find_idx_folder_files(folder: str) -> dict[str, tuple[str, str]] | None:
     return found
 
 
+def find_idx_files(name: str, data_dir: str) -> dict[str, tuple[str, str]] | None:
+    """The four IDX files of an MNIST-style dataset in ``data_dir`` itself or in torchvision's raw folder under
+    it (``data_dir/MNIST/raw``, where fetch_mnist.py writes them), or None."""
+    for folder in (data_dir, os.path.join(data_dir, DATASETS[name].torchvision_class, "raw")):
+        found = find_idx_folder_files(folder)
+        if found:
+            return found
+    return None
+
+
+def read_idx_split(images_path: str, labels_path: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split's images (N, 1, H, W) uint8 and labels (N,) int64 from its two IDX files; DataError (one line)
+    if they are not an image file and a label file of the same length with labels below ``num_classes``."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{images_path} / {labels_path}: expected images (N, H, W) and labels (N,), got shapes "
+                        f"{tuple(images.shape)} and {tuple(labels.shape)}")
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels")
+    if labels.numel() and int(labels.max()) >= num_classes:
+        raise DataError(f"{labels_path} holds label {int(labels.max())}; the dataset has {num_classes} classes")
+    return images.unsqueeze(1), labels.long()
+
+
+def steps_per_epoch(name: str, train_subset: int | None, val_fraction: float, batch_size: int) -> int:
+    """Training steps per epoch of the dataset at its real size (``DatasetSpec.train_size``), as
+    :func:`prepare_data` splits it: a step budget (``--steps``) is turned into epochs with it."""
+    n = train_subset or DATASETS[name].train_size
+    return -(-(n - round(val_fraction * n)) // batch_size)
+
+
 def resize(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
     """Bilinear resize of uint8 (N, C, H, W) images to size x size, rounded back to uint8 (as PIL's Resize)."""
     if images.shape[-2:] == (size, size):
@@ -134,14 +166,11 @@ def load_dataset(name: str, data_dir: str, download: bool = True,
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)}")
-    idx_files = find_idx_folder_files(data_dir) if DATASETS[name].idx_folder else None
+    idx_files = find_idx_files(name, data_dir) if DATASETS[name].idx_folder else None
     splits = {}
     for split, train in (("train", True), ("test", False)):
         if idx_files:
-            images_path, labels_path = idx_files[split]
-            images, labels = read_idx(images_path).unsqueeze(1), read_idx(labels_path).long()
-            if images.shape[0] != labels.shape[0]:
-                raise DataError(f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels")
+            images, labels = read_idx_split(*idx_files[split], DATASETS[name].num_classes)
         else:
             images, labels = load_torchvision_split(name, data_dir, train, download)
         splits[split] = (resize(images, image_size), labels)
@@ -207,14 +236,16 @@ def prepare_data(
     train_subset: int | None = None,
     seed: int = 42,
     device: torch.device | str = "cpu",
-    hflip_digits: bool = True,
+    augmentation: str | None = None,
     image_size: int = IMAGE_SIZE,
 ) -> Data:
     """Load a dataset at ``image_size`` x ``image_size``, take the optional class-balanced subset, split off
-    validation, move to ``device``.
+    validation, move to ``device``; train through ``augmentation`` (None: the dataset's paper augmentation).
 
     ``train_subset`` draws that many images from the training set *before* the validation split.
     """
+    spec = DATASETS[name]
+    transform = train_transform(spec, augmentation or spec.augmentations[0])  # a bad --augment before any loading
     splits = synthetic_dataset(name, seed, image_size=image_size) if dummy else \
         load_dataset(name, data_dir, download, image_size)
     images, labels = splits["train"]
@@ -225,7 +256,6 @@ def prepare_data(
     check_split("training", labels[train_idx])
     if val_fraction > 0:
         check_split("validation", labels[val_idx])
-    spec = DATASETS[name]
     on = lambda x: x.to(device)  # noqa: E731
     return Data(
         train=(on(images[train_idx]), on(labels[train_idx])),
@@ -233,7 +263,7 @@ def prepare_data(
         test=(on(splits["test"][0]), on(splits["test"][1])),
         in_channels=spec.in_channels,
         num_classes=spec.num_classes,
-        train_transform=AUGMENTATIONS[spec.augmentation](spec, hflip_digits),
+        train_transform=transform,
         eval_transform=lambda x: augment.normalize(augment.to_float(x), spec.mean, spec.std, inplace=True),
     )
 
@@ -289,7 +319,13 @@ def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-AUGMENTATIONS = {  # DatasetSpec.augmentation -> the training transform for that dataset
-    "cifar": lambda spec, hflip: augment.CifarTrainAugment(spec.mean, spec.std),
-    "digits": lambda spec, hflip: augment.DigitsTrainAugment(spec.mean, spec.std, hflip=hflip),
-}
+def train_transform(spec: DatasetSpec, augmentation: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """The training transform of ``--augment`` for a dataset; DataError if the dataset has no such augmentation."""
+    if augmentation not in spec.augmentations:
+        raise DataError(f"--augment {augmentation}: {spec.torchvision_class} has no such augmentation (it has: "
+                        f"{', '.join(spec.augmentations)})")
+    if spec.in_channels == 1:  # the digits: the paper's flip, or none (the flips are drawn either way)
+        return augment.DigitsTrainAugment(spec.mean, spec.std, hflip=augmentation == "flip")
+    if augmentation == "cifar":
+        return augment.CifarTrainAugment(spec.mean, spec.std)
+    return lambda x, gen: augment.normalize(augment.to_float(x), spec.mean, spec.std, inplace=True)

@@ -71,14 +71,14 @@ class DynamicSparse(Method):
                                        for k, v in self.DEFAULTS.items() if getattr(o, k) != v])
 
     def end_step(self, steps_per_epoch: int) -> int:
-        return round(self.options.update_end * self.config.epochs * steps_per_epoch)
+        return round(self.options.update_end * self.cycle_steps(steps_per_epoch))
 
     def validate(self, sizes: Sizes) -> None:
         super().validate(sizes)
         end = self.end_step(sizes.train_batches)
         if self.options.update_every >= end:
             raise ConfigError(f"--update-every {self.options.update_every}: no mask update falls before --update-end "
-                              f"(step {end} of {self.config.epochs * sizes.train_batches})")
+                              f"(step {end} of {self.cycle_steps(sizes.train_batches)})")
         if self.config.compile and self.needs_dense_gradient:
             raise ConfigError(f"--compile: {self.name}'s dense-gradient update steps are not tested with a compiled "
                               f"model; train without --compile")

@@ -95,13 +95,14 @@ def step_macs(macs_per_image: int, images: int) -> int:
     return 3 * macs_per_image * images
 
 
-def training_cost(train_macs: int, dense_macs_per_image: int, train_images: int, epochs: int) -> dict:
-    """A run's training compute in MACs and as a multiple of one dense training cycle of the same data.
+def training_cost(train_macs: int, dense_macs_per_image: int, cycle_images: int) -> dict:
+    """A run's training compute in MACs and as a multiple of one dense training cycle of the same data
+    (``cycle_images``: the training images one cycle's steps take, every epoch's or a step budget's).
 
     Example:
-        >>> training_cost(train_macs=600, dense_macs_per_image=10, train_images=5, epochs=2)["cycles"]
+        >>> training_cost(train_macs=600, dense_macs_per_image=10, cycle_images=10)["cycles"]
         2.0
     """
-    dense_cycle = step_macs(dense_macs_per_image, train_images) * epochs
+    dense_cycle = step_macs(dense_macs_per_image, cycle_images)
     return {"macs": train_macs, "dense_cycle_macs": dense_cycle, "cycles": train_macs / dense_cycle,
             "rule": TRAINING_COST_RULE}

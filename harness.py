@@ -1,6 +1,7 @@
 """The training harness shared by every training script: the run, the loop, evaluation, and ``main``.
 
-One loop for every method: SGD with momentum, cosine annealing per epoch, cross-entropy with label smoothing.
+One loop for every method: SGD with momentum, the recipe's LR schedule (cosine annealing per epoch, or steps at
+milestones), cross-entropy with label smoothing, for the recipe's epochs or step budget.
 What a method does (prune on a schedule, prune once, rewind between rounds, ...) happens in its hooks (the
 contract: method.py; the registry: methods.py); this file names no method. Each run keeps a checkpoint every
 epoch in its folder (runfolder.py), so that rerunning the same command resumes exactly, evaluates the test set
@@ -87,6 +88,11 @@ class Run:
 
     def steps_per_epoch(self) -> int:
         return -(-self.data.train[1].shape[0] // self.config.batch_size)
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Training steps of ``epoch``: all of them, but in the last epoch of a step budget (``--steps``)."""
+        per_epoch = self.steps_per_epoch()
+        return min(per_epoch, self.method.cycle_steps(per_epoch) - epoch * per_epoch)
 
     # The only two ways masks change: prune() ranks, set_masks() takes masks a method computed itself.
     def prune(self, sparsity: float, step: int, scores: dict | None = None, distribution: str = "global") -> None:
@@ -189,9 +195,10 @@ def train_one_epoch(run: Run, epoch: int) -> tuple[float, float]:
     gen = data.epoch_generator(c.seed, epoch)
     batches = data.iterate_batches(*d.train, c.batch_size, d.train_transform, gen,
                                    channels_last=devices.channels_last(c, device))
-    steps = run.steps_per_epoch()
+    steps, last = run.steps_per_epoch(), run.steps_in_epoch(epoch)  # last < steps: a step budget's end
     start_step, after_backward = run.method.start_step, run.method.after_backward
-    for i, (x, y) in enumerate(progress(batches, run, steps, f"epoch {epoch + 1}")):
+    lr_per_step = c.lr_schedule == "step"  # milestones in steps; cosine is stepped once an epoch (run_epochs)
+    for i, (x, y) in zip(range(last), progress(batches, run, last, f"epoch {epoch + 1}")):
         if start_step is not None:
             start_step(run, epoch * steps + i)
         run.step_images = y.shape[0]
@@ -200,10 +207,12 @@ def train_one_epoch(run: Run, epoch: int) -> tuple[float, float]:
         if after_backward is not None:
             after_backward(run, epoch * steps + i)
         run.optimizer.step()
+        if lr_per_step:
+            run.scheduler.step()
         sums[0] += loss * y.shape[0]
         sums[1] += (logits.argmax(1) == y).sum()
     sums = distributed.all_reduce_sum(sums, world)  # one sync per epoch, not per step
-    n = d.train[1].shape[0]
+    n = min(d.train[1].shape[0], last * c.batch_size)  # images trained on (every rank's)
     mean_loss = float(sums[0]) / n
     if not math.isfinite(mean_loss):
         raise Diverged(f"training loss became {mean_loss} in epoch {epoch + 1}")
@@ -283,15 +292,17 @@ def make_run(config: Config, device: torch.device, paths: dict[str, str], world:
     """Data, model, optimizer, schedule and loss for ``config``, resumed from the checkpoint if there is one."""
     d = data.prepare_data(config.dataset, config.data_dir, download=not config.no_download, dummy=config.dummy,
                           val_fraction=config.val_fraction, train_subset=config.train_subset, seed=config.seed,
-                          device=device, hflip_digits=not config.no_hflip,
+                          device=device, augmentation=config.augment,
                           image_size=networks.ARCHITECTURES[config.arch].image_size)
+    cfg.check_budget(config, -(-d.train[1].shape[0] // config.batch_size))
     method = methods.create(config)
     model, params = build_model(config, d, device, method.prunes, world)
     method.validate(Sizes(prunable=sum(getattr(m, n).numel() for m, n in params),
                                   train_batches=-(-d.train[1].shape[0] // config.batch_size)))
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones(config), gamma=config.lr_decay) \
+        if config.lr_schedule == "step" else torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     run = Run(config, method, model, model, params, optimizer, scheduler, criterion, d, device, paths, world)
     if os.path.exists(paths["checkpoint"]) and not config.force:
@@ -327,7 +338,8 @@ def run_epochs(run: Run) -> None:
             method.start_epoch(run, r, epoch)
             lr = run.optimizer.param_groups[0]["lr"]
             train_loss, train_acc = train_one_epoch(run, epoch)
-            run.scheduler.step()
+            if c.lr_schedule == "cosine":
+                run.scheduler.step()
             val_loss, val_acc = evaluate(run, run.data.val)
             row = {"round": r, "epoch": epoch, "lr": lr, "sparsity": pruning.global_sparsity(run.params),
                    "scheduled_sparsity": record.scheduled_sparsity(state, r), "train_loss": train_loss,
@@ -416,17 +428,10 @@ def train_holding_lock(config: Config, device: torch.device, paths: dict[str, st
         if world.is_main:
             save_final(run, result)
     except (Diverged, distributed.MaskMismatch, WriteFailed) as e:
-        print(f"error: {e}; stopped. {kept_checkpoint(run)}.", file=sys.stderr)
+        print(f"error: {e}; stopped. {runfolder.kept_checkpoint(run.paths['checkpoint'], len(run.state['history']))}.",
+              file=sys.stderr)
         return 1
     return 0
-
-
-def kept_checkpoint(run: Run) -> str:
-    """What a stopped run leaves to resume from, for its error line."""
-    path = run.paths["checkpoint"]
-    if not os.path.exists(path):
-        return "no checkpoint was written"
-    return f"the last good checkpoint ({path}, after {len(run.state['history'])} epochs) is intact"
 
 
 def parse(script: Script, argv: list[str] | None, read_files: bool = True) -> Config:

@@ -96,6 +96,10 @@ class Method:
         """The results folder of this variant: its label, and the target sparsity when it prunes."""
         return self.label() + (f"-{self.target():g}" if self.prunes else "")
 
+    def cycle_steps(self, steps_per_epoch: int) -> int:
+        """Training steps in one cycle: the step budget (``--steps``) or every step of every epoch."""
+        return self.config.steps or self.config.epochs * steps_per_epoch
+
     def target(self) -> float:
         """The sparsity this run ends at (0 for dense)."""
         return self.options.target_sparsity

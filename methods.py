@@ -74,7 +74,7 @@ class Scheduled(Method):
 
     def step_of(self, fraction: float, flag: str, steps_per_epoch: int) -> int:
         """The training step at ``fraction`` of the cycle; one ConfigError line if it is not a training step."""
-        steps = self.config.epochs * steps_per_epoch
+        steps = self.cycle_steps(steps_per_epoch)
         step = round(fraction * steps)
         if step >= steps:
             raise ConfigError(f"--{flag} {fraction} falls after the last of the {steps} training steps")
@@ -125,7 +125,7 @@ class Progressive(Scheduled):
             self.step_of(o.prune_end, "prune-end", steps_per_epoch)
         if end <= start and (o.prune_start is not None or o.prune_end is not None):
             raise ConfigError(f"--prune-start/--prune-end: the pruning window (steps {start} to {end} of "
-                              f"{c.epochs * steps_per_epoch}) holds no training step")
+                              f"{self.cycle_steps(steps_per_epoch)}) holds no training step")
         return pruning.pruning_events(o.schedule, o.target_sparsity, start, end, o.prune_every or steps_per_epoch)
 
 
@@ -393,12 +393,29 @@ def with_network(config: Config) -> Config:
     return config.replace(width=DEFAULT_WIDTH) if scalable and config.width is None else config
 
 
+def with_budget(config: Config) -> Config:
+    """``config`` with its epochs derived from a step budget (``--steps``: the epochs its steps begin, the last
+    one cut short), at the dataset's real size; and its augmentation one the dataset has."""
+    spec = data.DATASETS[config.dataset]
+    if config.augment not in spec.augmentations:
+        raise ConfigError(f"--augment {config.augment}: {config.dataset} has no such augmentation (it has: "
+                          f"{', '.join(spec.augmentations)})")
+    if config.steps is None:
+        return config
+    per_epoch = data.steps_per_epoch(config.dataset, config.train_subset, config.val_fraction, config.batch_size)
+    epochs = -(-config.steps // per_epoch)
+    if config.epochs not in (None, epochs):
+        raise ConfigError(f"--epochs {config.epochs} and --steps {config.steps} disagree ({config.steps} steps are "
+                          f"{epochs} epochs of {per_epoch}); give one")
+    return config.replace(epochs=epochs)
+
+
 def complete(config: Config, read_files: bool = True) -> Config:
     """The one way a parsed config becomes a run's config: the recipe defaults of its dataset, every common
     value checked, the method's options checked, the paper's target where a pruning method was given none, and
     the method's own defaults and derived values. ``read_files=False`` stops before defaults that read files
     (a ticket's donor, which a sweep may not have made yet)."""
-    config = with_network(validate(with_recipe_defaults(config)))
+    config = with_network(with_budget(validate(with_recipe_defaults(config))))
     method = METHODS[config.method]
     if not isinstance(config.options, method.Options):
         raise ConfigError(f"--method {config.method}: its options are {method.Options.__name__}, "

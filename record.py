@@ -105,7 +105,7 @@ def final_result(run, test_loss: float, test_acc: float) -> dict:
         "history": history, "config": c.to_dict(), "wall_time_s": run.state["wall_time_s"],
         "mask_events": run.state["mask_events"],  # every mask change: round, step in the round, sparsity, kind
         "inference_macs": flops.inference_cost(per_layer),  # per image, conv and linear layers
-        "training_cost": flops.training_cost(run.state["train_macs"], run.macs[0], run.data.train[1].shape[0], c.epochs),
+        "training_cost": flops.training_cost(run.state["train_macs"], run.macs[0], cycle_images(run)),
         "early_mask_overlap": mask_overlaps(run),  # would-be final masks at 10/25/50% of training vs the final
         "device": devices.describe_device(run.device), "precision": c.precision,
         "world_size": run.world.size, "backend": run.world.backend,
@@ -116,6 +116,13 @@ def final_result(run, test_loss: float, test_acc: float) -> dict:
                      "torchvision": _torchvision_version()},
         "git_commit": git_commit(),
     })
+
+
+def cycle_images(run) -> int:
+    """Training images one cycle's steps take (the dense cycle of the training cost): every epoch's, or a step
+    budget's."""
+    n, batch = run.data.train[1].shape[0], run.config.batch_size
+    return sum(min(n, run.steps_in_epoch(e) * batch) for e in range(run.config.epochs))
 
 
 def git_commit() -> str | None:

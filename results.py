@@ -101,10 +101,21 @@ def upgrade_schema1(result: dict) -> dict:
     return result
 
 
+# Recipe fields added since results were first written, at the value every run had before they existed
+# (the paper's recipe: cosine annealing over an epoch budget); --augment replaced --no-hflip.
+RECIPE_BEFORE = {"recipe": "paper", "lr_schedule": "cosine"}
+AUGMENT_BEFORE = {"cifar10": "cifar", "cifar100": "cifar"}  # the digits: "flip", or "none" with --no-hflip
+
+
 def upgrade_config(config: dict, precision: str) -> dict:
-    """A config (of a result or a checkpoint) with the fields added since at their default (what runs did
-    then) and the precision flag "auto" (schema 1) replaced by the precision the run used."""
-    config = {**{name: f.default for name, f in FIELDS.items()}, **config}
+    """A config (of a result or a checkpoint) with the fields added since at what runs did then (their default,
+    or :data:`RECIPE_BEFORE`; ``--no-hflip`` as ``--augment``) and the precision flag "auto" (schema 1)
+    replaced by the precision the run used."""
+    config = dict(config)
+    if "augment" not in config:
+        no_hflip = config.pop("no_hflip", False)
+        config["augment"] = AUGMENT_BEFORE.get(config.get("dataset"), "none" if no_hflip else "flip")
+    config = {**{name: f.default for name, f in FIELDS.items()}, **RECIPE_BEFORE, **config}
     if config["width"] is None and config["arch"] == "resnet18":  # every run was a ResNet-18 of default width 64
         config["width"] = DEFAULT_WIDTH                           # before --arch existed
     if config["precision"] == "auto":

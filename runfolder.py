@@ -190,5 +190,12 @@ def check_finished(paths: dict[str, str], config: Config) -> bool:
     return True
 
 
+def kept_checkpoint(path: str, epochs_done: int) -> str:
+    """What a stopped run leaves to resume from, for its error line."""
+    if not os.path.exists(path):
+        return "no checkpoint was written"
+    return f"the last good checkpoint ({path}, after {epochs_done} epochs) is intact"
+
+
 def save_checkpoint(path: str, state: dict) -> None:
     write_file(path, lambda f: torch.save(state, f))

@@ -55,8 +55,9 @@ def test_group_keys_come_from_the_config_fields():
     assert results.NOT_GROUPING == {"seed", "out", "force", "data_dir", "no_download", "device", "compile", "channels_last", "script",
                                     "mask_from",  # the donor's path: its label and target are the "donor" field
                                     "donor_id"}  # the donor's seed and mask hash: one per seed, like the seed
-    assert results.RECIPE_FIELDS == {"epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "arch",
-                                     "width", "train_subset", "val_fraction", "no_hflip", "dummy",
+    assert results.RECIPE_FIELDS == {"recipe", "epochs", "steps", "batch_size", "lr", "lr_schedule", "lr_milestones",
+                                     "lr_decay", "momentum", "weight_decay", "label_smoothing", "augment", "arch",
+                                     "width", "train_subset", "val_fraction", "dummy",
                                      "eval_batch_size", "no_sync_bn", "precision"}
     for name, f in config.FIELDS.items():  # no method's option among the common fields
         assert f.metadata["help"] and f.metadata["kind"] in (config.TASK, config.RECIPE, config.RUN), name

@@ -104,13 +104,17 @@ def test_sweep_set_takes_any_field_the_command_accepts(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and all(f"--lr {v}" in line and line.endswith(f"--out r/lr{v}")
                                    for line, v in zip(lines, ["0.1", "0.1", "0.05", "0.05"]))
-    assert sweep.main(["--set", "no_hflip=true,false", *base]) == 0
+    assert sweep.main(["--set", "no_sync_bn=true,false", *base]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert ["--no-hflip" in line for line in lines] == [True, True, False, False]
+    assert ["--no-sync-bn" in line for line in lines] == [True, True, False, False]
+    assert sweep.main(["--set", "augment=flip,none", *base]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("--augment ")[1].split()[0] for line in lines] == ["flip", "flip", "none", "none"]
     for bad, message in (("lrr=0.1", "--set lrr: neither a recipe field nor an option of progressive, snip"),
                          ("seed=1,2", "--set seed: sweep it with --seeds"), ("out=a,b", "--set out: a run field"),
                          ("rounds=2", "--set rounds: neither a recipe field nor an option"),
-                         ("no_hflip=yes", "no_hflip is an on/off flag"), ("lr=-1", "--lr must be positive")):
+                         ("no_sync_bn=yes", "no_sync_bn is an on/off flag"),
+                         ("augment=cifar", "--augment cifar: mnist has no such augmentation"), ("lr=-1", "--lr must be positive")):
         assert sweep.main(["--set", bad, *base]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (bad, err)
