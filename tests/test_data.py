@@ -81,6 +81,23 @@ def test_bad_idx_files_are_refused(tmp_path):
     write_idx(os.path.join(folder, "train-images-idx3-ubyte"), np.zeros((199, 28, 28), np.uint8))
     with pytest.raises(data.DataError, match="199 images but"):
         data.load_dataset("mnist", folder, download=False)
+    write_idx(os.path.join(folder, "train-images-idx3-ubyte"), np.zeros(200, np.uint8))  # a labels file in its place
+    with pytest.raises(data.DataError, match=r"expected images \(N, H, W\) and labels \(N,\), got shapes \(200,\)"):
+        data.load_dataset("mnist", folder, download=False)
+    write_idx(os.path.join(folder, "train-images-idx3-ubyte"), np.zeros((200, 28, 28), np.uint8))
+    write_idx(os.path.join(folder, "train-labels-idx1-ubyte"), np.full(200, 10, np.uint8))
+    with pytest.raises(data.DataError, match="holds label 10; the dataset has 10 classes"):
+        data.load_dataset("mnist", folder, download=False)
+    with open(os.path.join(folder, "train-labels-idx1-ubyte"), "r+b") as f:
+        f.truncate(100)  # cut short
+    with pytest.raises(data.DataError, match="holds 92 bytes of data, its header says 200"):
+        data.load_dataset("mnist", folder, download=False)
+
+
+def test_idx_files_in_torchvisions_raw_folder_are_read_directly(tmp_path):
+    write_mnist_idx_folder(str(tmp_path / "MNIST" / "raw"), gz=False)  # where fetch_mnist.py writes them
+    splits = data.load_dataset("mnist", str(tmp_path), download=False)
+    assert splits["train"][0].shape == (200, 1, 32, 32) and splits["test"][1].shape == (100,)
 
 
 def test_unknown_dataset_is_refused():
