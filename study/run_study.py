@@ -56,18 +56,20 @@ SWEEPS = [  # in the order they ran; the first three were finished before (see R
 ]
 
 
-def run_sweeps(sweeps: list, default_out: str, description: str) -> int:
+def run_sweeps(sweeps: list, default_out: str, description: str, data: str = DATA,
+               missing: str = "apt-get install dataset-fashion-mnist") -> int:
     """Run (or with --dry-run, print) each sweep in turn; 0, 1 if a run failed, or the code of a sweep that
     stopped (usage, Ctrl-C). A sweep is its sweep.py flags (this study's GRID and SETTING added) or a
-    (flags, setting) pair: grid flags and run flags of its own."""
+    (flags, setting) pair: grid flags and run flags of its own. ``data``: the folder the runs read (relative
+    to the repository root), and ``missing`` what to do when it is absent."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=default_out, help="results folder (under the repo)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     args = parser.parse_args()
-    if not os.path.isdir(DATA) and not args.dry_run:
-        print(f"error: {DATA} not found; apt-get install dataset-fashion-mnist", file=sys.stderr)
-        return 2
     os.chdir(ROOT)
+    if not os.path.isdir(data) and not args.dry_run:
+        print(f"error: {data} not found; {missing}", file=sys.stderr)
+        return 2
     failed = 0
     for spec in sweeps:
         flags, setting = spec if isinstance(spec, tuple) else ([*spec, *GRID], SETTING)
