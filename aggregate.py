@@ -10,6 +10,7 @@ examples:
   python aggregate.py results/ --ddof 0              # population sd, as the paper's notebooks printed
   python aggregate.py results/ --format latex -o table.tex
   python aggregate.py results/ --plot figures/
+  python aggregate.py results/ --published           # beside the numbers other papers published
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import statistics
 import sys
 from collections import defaultdict
 
+import published
 import results
 import stats
 
@@ -99,6 +101,13 @@ def distinguishing_config(groups: list[list[dict]]) -> list[str]:
                                  any(varies(k, members) for members in same_label))]
 
 
+def recipe_title(group: list[dict], recipe_keys: list[str]) -> str:
+    """The recipe entries that tell this group's recipe from the others' ('' when the results hold one; an
+    entry this group leaves at None is not named)."""
+    config = dict(results.group_key(group[0]))
+    return ", ".join(f"{k}={json.loads(config[k])}" for k in recipe_keys if k in config)
+
+
 def summarize(group: list[dict], ddof: int, config_keys: list[str]) -> dict:
     acc = [r["test_accuracy"] for r in group]
     mean, sd = stats.mean_sd(acc, ddof)
@@ -140,7 +149,7 @@ def mean_overlaps(group: list[dict]) -> dict[str, float]:
 
 def main_table(summaries: list[dict]) -> list[dict]:
     return [{
-        "dataset": s["dataset"], "arch": s["arch"], "label": s["label"], "method": s["method"],
+        "recipe": s["recipe_title"], "dataset": s["dataset"], "arch": s["arch"], "label": s["label"], "method": s["method"],
         "target_sparsity": s["target_sparsity"], "sparsity": s["sparsity"], "n": s["n"], "seeds": " ".join(map(str, s["seeds"])),
         "acc_mean": s["acc_mean"], "acc_sd": s["acc_sd"], "acc_min": s["acc_min"], "acc_max": s["acc_max"],
         "nonzero": s["nonzero"], "prunable": s["prunable"], "epochs_trained": s["epochs_trained"],
@@ -176,7 +185,8 @@ def comparison_table(summaries: list[dict]) -> list[dict]:
         paper = None if paper is s else paper
         if dense is None and paper is None:
             continue
-        row = {"dataset": s["dataset"], "arch": s["arch"], "label": s["label"], "method": s["method"], "target_sparsity": s["target_sparsity"],
+        row = {"recipe": s["recipe_title"], "dataset": s["dataset"], "arch": s["arch"], "label": s["label"],
+               "method": s["method"], "target_sparsity": s["target_sparsity"],
                "config": s["config"], "acc": s["acc_mean"], "n": s["n"], "epochs_trained": s["epochs_trained"],
                "inference_x": s["inference_x"], "training_cycles": s["training_cycles"],
                "nonzero": s["nonzero"], "prunable": s["prunable"], "param_reduction": 1.0 - s["nonzero"] / s["prunable"]}
@@ -207,7 +217,8 @@ def sweep_table(summaries: list[dict]) -> list[dict]:
         if len(targets) < 2:
             continue
         for s in sorted(members, key=lambda s: (s["sparsity"], s["label"])):
-            rows.append({"dataset": dataset, "arch": s["arch"], "label": s["label"], "method": s["method"],
+            rows.append({"recipe": s["recipe_title"], "dataset": dataset, "arch": s["arch"], "label": s["label"],
+                         "method": s["method"],
                          "target_sparsity": s["target_sparsity"],
                          "sparsity": s["sparsity"], "n": s["n"], "acc_mean": s["acc_mean"], "acc_sd": s["acc_sd"],
                          "config": s["config"]})
@@ -266,6 +277,12 @@ def display_rows(name: str, rows: list[dict]) -> list[dict]:
                  "parameters": f"{fmt_params(r['prunable'])} → {fmt_params(r['nonzero'])} "
                                f"(-{100 * r['param_reduction']:.1f}%)", "config": r["config"]}
                 for r in rows]
+    if name == "published":
+        return [{"dataset": r["dataset"], "arch": r["arch"], "label": r["label"], "target": _target(r),
+                 "ours (n)": f"{fmt_acc(r['acc_mean'], r['acc_sd'])} ({r['n']})",
+                 "published": fmt_acc(r["published"], r["published_sd"]), "Δ, pp": f"{r['delta_pp']:+.2f}",
+                 "source": r["source"], "setting differs": r["differs"] or "no (in what the source states)",
+                 "their note": r["note"] or "–", "config": r["config"]} for r in rows]
     return [{"dataset": r["dataset"], "arch": r["arch"], "label": r["label"], "target": _target(r),
              "sparsity": f"{100 * r['sparsity']:.2f}%", "n": str(r["n"]),
              "test acc (%)": fmt_acc(r["acc_mean"], r["acc_sd"]), "config": r["config"]} for r in rows]
@@ -273,17 +290,27 @@ def display_rows(name: str, rows: list[dict]) -> list[dict]:
 
 TITLES = {"main": "Test accuracy of the final model over seeds, and training cost",
           "comparison": f"Against dense and {results.PAPER_METHOD} (same recipe and target)",
-          "sweep": "Accuracy vs sparsity"}
+          "sweep": "Accuracy vs sparsity",
+          "published": "Against the published figures (same dataset, network, method and target)"}
+
+
+def sections(tables: dict[str, list[dict]]):
+    """(table name, title, rows) per table and recipe: results of several recipes get a table each, the recipe
+    entries that tell them apart in its title."""
+    for name, rows in tables.items():
+        by_recipe: dict[str, list[dict]] = {}
+        for row in rows:
+            by_recipe.setdefault(row.get("recipe", ""), []).append(row)
+        for recipe, members in by_recipe.items():
+            yield name, TITLES[name] + (f"; recipe: {recipe}" if recipe else ""), members
 
 
 def render_markdown(tables: dict[str, list[dict]], note: str) -> str:
     parts = [note]
-    for name, rows in tables.items():
-        if not rows:
-            continue
+    for name, title, rows in sections(tables):
         shown = _drop_empty_config(display_rows(name, rows))
         header = list(shown[0])
-        lines = [f"### {TITLES[name]}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in shown]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
@@ -294,12 +321,10 @@ def render_latex(tables: dict[str, list[dict]], note: str) -> str:
                         .replace("&", r"\&").replace("#", r"\#").replace("±", r"$\pm$").replace("→", r"$\to$")
                         .replace("Δ", r"$\Delta$").replace("–", "--"))
     parts = [f"% {note}"]
-    for name, rows in tables.items():
-        if not rows:
-            continue
+    for name, title, rows in sections(tables):
         shown = _drop_empty_config(display_rows(name, rows))
         header = list(shown[0])
-        lines = [f"% {TITLES[name]}", r"\begin{tabular}{" + "l" * len(header) + "}", r"\hline",
+        lines = [f"% {title}", r"\begin{tabular}{" + "l" * len(header) + "}", r"\hline",
                  " & ".join(escape(h) for h in header) + r" \\", r"\hline"]
         lines += [" & ".join(escape(row[h]) for h in header) + r" \\" for row in shown]
         lines += [r"\hline", r"\end{tabular}"]
@@ -339,12 +364,18 @@ def _drop_empty_config(rows: list[dict]) -> list[dict]:
 
 # ----------------------------------------------------------------------------------------------------------
 
-def build_tables(found: list[dict], ddof: int) -> tuple[list[dict], dict[str, list[dict]]]:
+def build_tables(found: list[dict], ddof: int, published_rows: list[dict] | None = None
+                 ) -> tuple[list[dict], dict[str, list[dict]]]:
     groups = group_results(found)
     keys = distinguishing_config(groups)
-    summaries = sorted((summarize(g, ddof, keys) for g in groups),  # by dataset, then sparsity: dense first
-                       key=lambda s: (s["dataset"], s["arch"], s["target_sparsity"], s["label"], s["config"]))
+    recipe_keys = [k for k in keys if k in results.RECIPE_FIELDS]  # in the tables' titles, not their rows
+    summaries = [{**summarize(g, ddof, [k for k in keys if k not in recipe_keys]), "recipe_title": recipe_title(g, recipe_keys)}
+                 for g in groups]
+    summaries.sort(key=lambda s: (s["recipe_title"], s["dataset"], s["arch"], s["target_sparsity"], s["label"],
+                                  s["config"]))  # by recipe, dataset, then sparsity: dense first
     tables = {"main": main_table(summaries), "comparison": comparison_table(summaries), "sweep": sweep_table(summaries)}
+    if published_rows is not None:
+        tables["published"] = published.comparison(summaries, published_rows)
     return summaries, tables
 
 
@@ -363,9 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", help="write the tables to this file instead of stdout")
     parser.add_argument("--plot", metavar="DIR", help="also write PNG figures to DIR")
     parser.add_argument("--strict", action="store_true", help="a bad result file is an error, not a warning")
+    parser.add_argument("--published", nargs="?", const=published.DEFAULT, metavar="CSV",
+                        help="also set each group beside the figures other papers published for the same dataset, "
+                             "network, method and target (default: docs/published.csv)")
     args = parser.parse_args(argv)
     try:
-        summaries, tables = build_tables(load_results(args.paths, args.strict), args.ddof)
+        rows = None if args.published is None else published.load(args.published)
+        summaries, tables = build_tables(load_results(args.paths, args.strict), args.ddof, rows)
         note = (f"Mean ± {'sample' if args.ddof == 1 else 'population'} sd (ddof={args.ddof}) over seeds of the "
                 f"final model's test accuracy. Welch's t-test: two-sided, unequal variances (scipy.stats.ttest_ind); "
                 f"paired: the per-seed differences where both groups hold the same seeds (the same initialisation "
@@ -381,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             import plots  # matplotlib only when asked for
             for path in plots.plot_figures(summaries, args.plot):
                 print(f"wrote {path}", file=sys.stderr)
-    except AggregateError as e:
+    except (AggregateError, published.PublishedError) as e:
         print(f"aggregate.py: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -83,7 +83,7 @@ def plot_accuracy(summaries: list[dict], styles: dict, x_of, xlabel: str, dodge:
         for s in summaries:
             if (s["dataset"], s["arch"]) == (dataset, arch):
                 series[_label(s)].append(s)
-        shared = {s["config"] for members in series.values() for s in members}
+        shared = {_setting(s) for members in series.values() for s in members}
         shared = shared.pop() if len(shared) == 1 else None  # one recipe in the panel: named once, in the title
         short = {label: members[0]["label"] if shared is not None else label for label, members in series.items()}
         for i, (label, members) in enumerate(sorted(series.items())):
@@ -180,7 +180,12 @@ def _label(s: dict) -> str:
     """A series' name: the label, the network unless it is the default ResNet-18, and the config entries that
     tell groups apart."""
     network = "" if s["arch"] == DEFAULT_ARCH else f"{s['arch']} "
-    return network + s["label"] + (f" ({s['config']})" if s["config"] else "")
+    return network + s["label"] + (f" ({_setting(s)})" if _setting(s) else "")
+
+
+def _setting(s: dict) -> str:
+    """The recipe entries and options that tell this group from others of its label."""
+    return ", ".join(part for part in (s.get("recipe_title", ""), s["config"]) if part)
 
 
 def _band(ax, histories: list[list[dict]], key: str, label: str, style: tuple[str, str], scale: float) -> None:

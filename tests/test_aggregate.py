@@ -9,6 +9,7 @@ import warnings
 import pytest
 
 import aggregate
+import published
 import stats
 
 PAPER_CIFAR_SEEDS = {42: 95.28, 123: 95.37, 456: 95.13, 789: 95.10, 999: 95.09}  # the paper's five runs
@@ -80,8 +81,9 @@ def test_groups_split_by_differing_config_and_say_why(tmp_path):
     write(tmp_path / "a", "seed1.json", result(1, 90.0, width=8))
     write(tmp_path / "a", "seed2.json", result(2, 92.0, width=8))
     write(tmp_path / "b", "seed1.json", result(1, 95.0, width=64))
-    rows = tables_of([tmp_path])["main"]
-    assert sorted((r["n"], r["acc_mean"], r["config"]) for r in rows) == [(1, 95.0, "width=64"), (2, 91.0, "width=8")]
+    rows = tables_of([tmp_path])["main"]  # a recipe entry: in the tables' titles
+    assert sorted((r["n"], r["acc_mean"], r["recipe"], r["config"]) for r in rows) == \
+        [(1, 95.0, "width=64", ""), (2, 91.0, "width=8", "")]
 
 
 def test_output_folder_and_device_do_not_split_groups(tmp_path):
@@ -249,3 +251,40 @@ def test_paired_differences_where_groups_share_their_seeds(tmp_path):
     assert other["dense_paired_delta_pp"] is None and other["dense_welch_p"] is not None  # seeds 1, 2 vs 42, ...
     text = aggregate.render_markdown(tables_of([tmp_path]), "")
     assert "-0.53 ± 0.25 (p " in text and "paired Δ vs dense" in text
+
+
+def test_published_figures_sit_beside_the_matching_groups_and_say_how_the_settings_differ(paper_folder, capsys):
+    assert aggregate.main([str(paper_folder), "--published"]) == 0
+    section = capsys.readouterr().out.split("### Against the published figures")[1]
+    assert ("| cifar10 | resnet18 | progressive | 79.6% | 95.19 ± 0.12 (5) | 95.19 ± 0.11 | +0.00 | the paper (README), "
+            "its Expected outputs | no (in what the source states) |") in section
+    write(paper_folder / "short", "seed1.json", result(1, 90.0, epochs=30))  # another budget: said, in its own row
+    write(paper_folder / "vgg", "seed1.json", result(1, 91.0, target=0.9797))  # made a VGG-19 below
+    found = aggregate.load_results([str(paper_folder)], strict=True)
+    found[-1]["config"]["arch"] = "vgg19"
+    rows = aggregate.build_tables(found, 1, published.load())[1]["published"]
+    assert sorted((r["arch"], r["acc_mean"], r["delta_pp"], r["differs"]) for r in rows) == [
+        ("resnet18", 90.0, pytest.approx(90.0 - 95.19), "epochs 30 vs 200"),
+        ("resnet18", pytest.approx(95.194), pytest.approx(0.004), ""),
+        ("vgg19", 91.0, pytest.approx(91.0 - 93.44), "budget: theirs not stated; recipe: theirs not stated")]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("source,accuracy\nx,1\n", "expected the columns source, where"),
+    (",".join(published.COLUMNS) + "\n" + "s,w,mnist,lenet300,snip,0.98,ninety,,,,,,,\n", "line 2: accuracy 'ninety' is not a number"),
+])
+def test_a_bad_published_file_is_one_line(tmp_path, paper_folder, capsys, text, message):
+    path = write(tmp_path, "published.csv", text)
+    assert aggregate.main([str(paper_folder), "--published", path]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_the_committed_published_figures_name_settings_this_harness_runs():
+    import config
+    import methods
+    rows = published.load()
+    assert len(rows) >= 13 and all(0 < r["accuracy"] <= 100 for r in rows)
+    for r in rows:
+        assert r["dataset"] in config.RECIPES["paper"] and r["arch"] in config.ARCHS and r["label"] in methods.METHODS
+        assert (r["target_sparsity"] is None) == (r["label"] == "dense") and r["recipe"] in ("", *config.RECIPE_NAMES)

@@ -48,7 +48,7 @@ def test_fp32_and_bf16_runs_never_average_together(tmp_path):
         r["config"] = dict(r["config"], seed=seed, precision=precision)
         (tmp_path / f"s{seed}.json").write_text(json.dumps(r))
     rows = aggregate.build_tables(aggregate.load_results([str(tmp_path)], strict=True), 1)[1]["main"]
-    assert sorted((r["n"], r["config"]) for r in rows) == [(1, "precision=bf16"), (2, "precision=fp32")]
+    assert sorted((r["n"], r["recipe"]) for r in rows) == [(1, "precision=bf16"), (2, "precision=fp32")]
 
 
 def test_group_keys_come_from_the_config_fields():
