@@ -32,10 +32,15 @@ stacks, memory does not grow with the number of updates, and a ``torch.compile``
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
+import json
 import math
+import os
+import struct
+import warnings
 from typing import Iterable, Sequence
 
 import torch
@@ -241,15 +246,79 @@ def prunable_parameters(
     if unknown:
         raise ValueError(f"exclude names modules or parameters that the model does not have: {unknown}")
     chosen = {(id(m), n) for m, n in _default_matrices(modules.values())}
+    named = set()  # the tensors include= names: pruned under every name they have
     for entry in include:
+        _refuse_parametrized(entry, modules)
         found = _included(entry, modules, params)
         if not found:
             raise ValueError(f"include={entry!r} names no parameter of 2 or more dimensions in the model")
         chosen |= {(id(m), n) for m, n in found}
+        named |= {id(_tensor_of(m, n)) for m, n in found}
+    _say_parametrized_left_dense(modules, include)
     excluded_types = tuple(e for e in exclude if isinstance(e, type))
-    return [(module, n) for name, module in modules.items() for n in _own_tensors(module)
-            if (id(module), n) in chosen and name not in exclude and f"{name}.{n}".lstrip(".") not in exclude
-            and not isinstance(module, excluded_types)]
+    listed = [(f"{name}.{n}".lstrip("."), module, n) for name, module in modules.items() for n in _own_tensors(module)
+              if (id(module), n) in chosen and name not in exclude and f"{name}.{n}".lstrip(".") not in exclude
+              and not isinstance(module, excluded_types)]
+    return _one_entry_per_tensor(listed, params, named)
+
+
+def _one_entry_per_tensor(listed: list, params: dict, named: set) -> list[tuple[nn.Module, str]]:
+    """``listed`` with each tensor once. A tensor held under several names (tied input and output embeddings)
+    is listed under its first, and its other holders are noted on that module (``_pruning_tied``), so that
+    :func:`attach_masks` masks every read of it with one mask. A tied tensor one of whose names is left dense
+    (an embedding, by default) stays dense, with a warning, unless ``include=`` named it."""
+    holders: dict[int, list] = {}
+    for full, (module, n) in params.items():
+        holders.setdefault(id(_tensor_of(module, n)), []).append((full, module, n))
+    in_set = {(id(m), n) for _, m, n in listed}
+    result, seen = [], set()
+    for full, module, n in listed:
+        key = id(_tensor_of(module, n))
+        if key in seen:
+            continue
+        seen.add(key)
+        others = [(f, m, k) for f, m, k in holders[key] if (m, k) != (module, n)]
+        dense = [f for f, m, k in others if (id(m), k) not in in_set]
+        if dense and key not in named:
+            warnings.warn(f"{full} is tied to {', '.join(dense)}, which is left dense: it stays dense too "
+                          f"(include= that name, e.g. include=[nn.Embedding], prunes them as one tensor)",
+                          stacklevel=3)
+            continue
+        if others:
+            module.__dict__.setdefault("_pruning_tied", {})[n] = [(m, k) for _, m, k in others]
+        result.append((module, n))
+    return result
+
+
+def _is_hf_conv1d(module: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2, OpenAI GPT, ImageGPT, ...): a linear layer whose weight is ``(in,
+    out)``, recognised by its class name and its ``nf`` attribute, so that this file needs no transformers."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and "weight" in _own_tensors(module)
+
+
+def _refuse_parametrized(entry: str | type, modules: dict) -> None:
+    """One-line ValueError if ``include=`` names a weight under ``torch.nn.utils.parametrize`` (weight_norm,
+    spectral_norm): its tensor is computed from others, and a mask cannot be attached to it."""
+    if not isinstance(entry, str):
+        return
+    owner, suffix = modules.get(entry), None
+    if owner is None and "." in entry:
+        owner, suffix = modules.get(entry.rsplit(".", 1)[0]), entry.rsplit(".", 1)[1]
+    tensors = getattr(owner, "parametrizations", None)
+    if tensors is not None and (suffix is None or suffix in tensors):
+        raise ValueError(f"include={entry!r}: {type(owner).__name__} weight is parametrized (weight_norm, "
+                         f"spectral_norm: torch.nn.utils.parametrize); remove the parametrization first "
+                         f"(torch.nn.utils.parametrize.remove_parametrizations(module, 'weight')) or leave it dense")
+
+
+def _say_parametrized_left_dense(modules: dict, include: list) -> None:
+    """Warn, once per call, about layers of the default types whose weight is parametrized: left dense."""
+    left = [name for name, m in modules.items() if getattr(m, "parametrizations", None) is not None
+            and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and name not in include]
+    if left:
+        warnings.warn(f"{', '.join(left[:3])}{' ...' if len(left) > 3 else ''}: parametrized weight "
+                      f"(weight_norm / spectral_norm) left dense; remove the parametrization to prune it",
+                      stacklevel=3)
 
 
 def _own_tensors(module: nn.Module) -> list[str]:
@@ -262,7 +331,7 @@ def _default_matrices(modules: Iterable[nn.Module]) -> list[tuple[nn.Module, str
     """Every weight a layer multiplies its input by (see :func:`prunable_parameters`)."""
     found = []
     for module in modules:
-        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or _is_hf_conv1d(module):
             names = ["weight"]
         elif isinstance(module, nn.MultiheadAttention):
             names = ["in_proj_weight"] if module._qkv_same_embed_dim else ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
@@ -316,7 +385,15 @@ def attach_masks(parameters: ParameterList) -> list[tuple[nn.Module, str]]:
             ActiveL1Unstructured.apply(module, name, amount=0)
         else:  # pruned by torch.nn.utils.prune: its hook stays, reads become current too
             _mask_on_read(module, name)
+        for alias, alias_name in _tied(module, name):  # the same tensor under another name: read through
+            if alias_name in alias._parameters:
+                _read_through(alias, alias_name, module, name)
     return parameters
+
+
+def _tied(module: nn.Module, name: str) -> list[tuple[nn.Module, str]]:
+    """The other (module, name) holders of this tensor that :func:`prunable_parameters` found (tied weights)."""
+    return module.__dict__.get("_pruning_tied", {}).get(name, [])
 
 
 def global_magnitude_prune(
@@ -803,6 +880,8 @@ def make_pruning_permanent(parameters: ParameterList) -> None:
     for module, name in parameters:
         if _is_reparametrised(module, name):
             prune.remove(module, name)
+        for alias, alias_name in _tied(module, name):  # tied: the same Parameter again, as before
+            _untie(alias, alias_name, getattr(module, name))
 
 
 COMPACT_FORMAT = "pruning.compact_state_dict/2"  # /2 adds a SHA-256 per tensor; /1 files still expand
@@ -928,6 +1007,161 @@ def _unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     return ((packed.unsqueeze(1) & _BIT_WEIGHTS) != 0).reshape(-1)[:n]
 
 
+def _fold(module: nn.Module, name: str) -> tuple[nn.Parameter, torch.Tensor]:
+    """Make ``module.name`` a plain parameter again: the ``name_orig`` Parameter object itself (so optimizers
+    and tied modules keep it), holding its masked values; returns it and the mask, for :func:`_unfold`."""
+    orig, mask = module._parameters.pop(name + "_orig"), module._buffers.pop(name + "_mask")
+    delattr(module, name)  # the masking property's deleter: the module's class without it
+    with torch.no_grad():
+        orig.mul_(mask)  # pruned entries are 0 already (zero_pruned_state); made certain
+    module._parameters[name] = orig
+    if isinstance(module, nn.RNNBase):
+        module._init_flat_weights()
+    return orig, mask
+
+
+def _unfold(module: nn.Module, name: str, orig: nn.Parameter, mask: torch.Tensor) -> None:
+    """Reparametrise ``module.name`` as ``orig * mask`` again, with these very objects (a fold undone)."""
+    del module._parameters[name]
+    module._parameters[name + "_orig"] = orig
+    module._buffers[name + "_mask"] = mask
+    _mask_on_read(module, name)
+
+
+def _untie(module: nn.Module, name: str, tensor: nn.Parameter) -> None:
+    """A tied holder that reads through (:func:`_read_through`) holds ``tensor`` itself again, as the library
+    tied it; nothing if it does not read through."""
+    if name in module.__dict__.get("_pruning_source", {}):
+        delattr(module, name)
+        module._parameters[name] = tensor
+
+
+@contextlib.contextmanager
+def plain_weights(parameters: ParameterList):
+    r"""Within the block, every pruned tensor is a plain parameter holding its masked values, as in an
+    unpruned model: state-dict keys are the library's own (``weight``, not ``weight_orig`` / ``weight_mask``)
+    and tied tensors are one Parameter again, so a model library's own save (``save_pretrained``, safetensors)
+    writes what it expects. The masks come back on leaving, with the same Parameter objects: the optimizer and
+    training go on unchanged. :func:`save_pretrained` uses it.
+
+    Example:
+        >>> net = nn.Linear(4, 2); params = [(net, "weight")]; _ = global_magnitude_prune(params, 0.5)
+        >>> with plain_weights(params):
+        ...     sorted(net.state_dict())
+        ['bias', 'weight']
+        >>> sorted(net.state_dict()), int(net.weight_mask.sum())
+        (['bias', 'weight_mask', 'weight_orig'], 4)
+    """
+    parameters = _validate_parameters(parameters)
+    folded, untied = [], []
+    try:
+        for module, name in parameters:
+            if _is_reparametrised(module, name):
+                folded.append((module, name, *_fold(module, name)))
+                for alias, alias_name in _tied(module, name):
+                    if alias_name in alias.__dict__.get("_pruning_source", {}):
+                        _untie(alias, alias_name, folded[-1][2])
+                        untied.append((alias, alias_name, module, name))
+        yield
+    finally:
+        for alias, alias_name, module, name in untied:
+            _read_through(alias, alias_name, module, name)
+        for m, n, orig, mask in reversed(folded):
+            _unfold(m, n, orig, mask)
+
+
+MASKS_FILE = "pruning_masks.pt"  # beside a Hugging Face checkpoint: the masks, packed (save_pretrained)
+
+
+def save_pretrained(model: nn.Module, parameters: ParameterList, folder: str, **kwargs) -> None:
+    r"""``model.save_pretrained(folder, **kwargs)`` (transformers, timm's ``save_pretrained`` alike) with the
+    masks folded in (:func:`plain_weights`), and the masks beside it in ``MASKS_FILE``: a checkpoint any copy
+    of the library loads as a plain model, and :func:`from_pretrained` loads as the pruned one, masks
+    included, so that training resumes at the same sparsity. Mid-training or after
+    :func:`make_pruning_permanent` alike; tied weights stay tied (saved once); safetensors or not.
+
+    Args:
+        model (nn.Module): a model with a ``save_pretrained`` method.
+        parameters (sequence of (nn.Module, str)): its pruned tensors, as given to :func:`attach_masks`.
+        folder (str): the checkpoint folder.
+        **kwargs: passed to ``model.save_pretrained`` (e.g. ``safe_serialization=False``).
+    """
+    parameters = _validate_parameters(parameters)
+    names = {id(m): name for name, m in model.named_modules()}
+    masks = {f"{names[id(m)]}.{n}".lstrip("."): {"shape": list(getattr(m, n + "_mask").shape),
+                                                "bits": pack_mask(getattr(m, n + "_mask").reshape(-1) != 0)}
+             for m, n in parameters if _is_reparametrised(m, n)}
+    with plain_weights(parameters):
+        model.save_pretrained(folder, **kwargs)
+    path = os.path.join(folder, MASKS_FILE)
+    if os.path.exists(path) and not masks:  # a permanent model: no masks, and none left from an earlier save
+        os.remove(path)
+    elif masks:
+        tmp = path + ".tmp"
+        torch.save({"format": "pruning.masks/1", "masks": masks}, tmp)
+        os.replace(tmp, path)
+
+
+def from_pretrained(model_class, folder: str, **kwargs):
+    r"""``model_class.from_pretrained(folder, **kwargs)``, then the masks :func:`save_pretrained` wrote beside
+    it, attached and set (the tensors they name, with every tied name); returns ``(model, parameters)``
+    (``parameters`` is None for a checkpoint without masks: a permanent or unpruned model).
+
+    A checkpoint that ``save_pretrained`` wrote while masks were attached holds ``weight_orig`` /
+    ``weight_mask`` keys, which the library's own ``from_pretrained`` does not know: it reports them as
+    unexpected and **re-initialises** those layers. This refuses such a checkpoint before loading it.
+
+    Raises:
+        ValueError: one line, if the checkpoint holds ``*_orig`` / ``*_mask`` keys (save with
+            :func:`save_pretrained`, or build the model, :func:`attach_masks` and ``load_state_dict``).
+    """
+    masked = sorted(k for k in _checkpoint_keys(folder) if k.endswith(("_orig", "_mask")))
+    if masked:
+        raise ValueError(f"{folder} holds {len(masked)} keys of masks attached at save time ({masked[0]}, ...): "
+                         f"from_pretrained would re-initialise those layers. Build the model, call "
+                         f"pruning.attach_masks(pruning.prunable_parameters(model)) and load the state dict "
+                         f"yourself, or save with pruning.save_pretrained")
+    model = model_class.from_pretrained(folder, **kwargs)
+    path = os.path.join(folder, MASKS_FILE)
+    if not os.path.exists(path):
+        return model, None
+    return model, load_masks(model, torch.load(path, weights_only=True)["masks"])
+
+
+def load_masks(model: nn.Module, masks: dict) -> list[tuple[nn.Module, str]]:
+    """Attach masks to the tensors ``masks`` names (``{"name": {"shape", "bits"}}``, as :func:`save_pretrained`
+    writes them) and set them; returns the parameters, for the optimizer and later pruning."""
+    params = prunable_parameters(model, include=list(masks)) if masks else []  # each tensor once, ties noted
+    names = {id(m): name for name, m in model.named_modules()}
+    wanted = {f"{names[id(m)]}.{n}".lstrip("."): (m, n) for m, n in params}
+    wanted = {name: wanted[name] for name in masks if name in wanted}
+    if len(wanted) != len(masks):
+        raise ValueError(f"the masks name tensors this model does not prune: {sorted(set(masks) - set(wanted))[:3]}")
+    attach_masks(list(wanted.values()))
+    with torch.no_grad():
+        for name, (m, n) in wanted.items():
+            buffer = getattr(m, n + "_mask")
+            buffer.copy_(unpack_mask(masks[name]["bits"], buffer.numel()).view_as(buffer))
+    zero_pruned_state(list(wanted.values()))
+    return list(wanted.values())
+
+
+def _checkpoint_keys(folder: str) -> list[str]:
+    """The tensor names of a Hugging Face checkpoint folder (safetensors or PyTorch, sharded or not), read
+    with the standard library and torch only; [] if none is found."""
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if os.path.exists(os.path.join(folder, index)):
+            with open(os.path.join(folder, index)) as f:
+                return list(json.load(f)["weight_map"])
+    path = os.path.join(folder, "model.safetensors")
+    if os.path.exists(path):  # 8 bytes of header length, then the JSON header
+        with open(path, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        return [k for k in header if k != "__metadata__"]
+    path = os.path.join(folder, "pytorch_model.bin")
+    return list(torch.load(path, map_location="cpu", weights_only=True, mmap=True)) if os.path.exists(path) else []
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The masked read. Why a property and not torch's forward pre-hook: the pre-hook refreshes ``module.weight``
 # only when that module's own ``forward`` runs, so a weight its parent reads directly went stale and stopped
@@ -939,27 +1173,45 @@ def _unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
 # prune's names (``weight_orig``, ``weight_mask``), so state dicts, ``prune.is_pruned`` and ``prune.remove``
 # are unchanged. Measured in benchmarks/bench_masked_read.py.
 
-_MASKED_CLASSES: dict[tuple[type, frozenset], type] = {}
+_MASKED_CLASSES: dict[tuple[type, frozenset, frozenset], type] = {}
 
 
 def _mask_on_read(module: nn.Module, name: str) -> None:
     """Make ``module.name`` read as ``name_orig * name_mask`` (for RNNs also their ``_flat_weights``)."""
-    base = getattr(type(module), "_masked_base", type(module))
-    names = getattr(type(module), "_masked_names", frozenset()) | {name}
-    module.__class__ = _masked_class(base, names)
+    base, names, tied = _class_parts(module)
+    module.__class__ = _masked_class(base, names | {name}, tied)
     module.__dict__.pop(name, None)  # the copy torch's apply() stored: reads go to the property from now on
     module.__dict__.pop("_flat_weights", None)  # an RNN's list held that copy too; the property replaces it
 
 
-def _masked_class(base: type, names: frozenset) -> type:
-    """``base`` with a masking property per name; one class per (base, names), named as ``base`` (so that
-    printing the model is unchanged)."""
-    key = (base, names)
+def _read_through(module: nn.Module, name: str, source: nn.Module, source_name: str) -> None:
+    """Make ``module.name`` (a tied holder of ``source.source_name``'s tensor) read ``source.source_name``,
+    masked, on every read: one tensor and one mask, whatever moves or converts the buffers (``.to()``)."""
+    module._parameters.pop(name, None)
+    module.__dict__.setdefault("_pruning_source", {})[name] = (source, source_name)
+    base, names, tied = _class_parts(module)
+    module.__class__ = _masked_class(base, names, tied | {name})
+
+
+def _class_parts(module: nn.Module) -> tuple[type, frozenset, frozenset]:
+    """A module's own class and the names its made class masks and reads through (none for a plain module)."""
+    cls = type(module)
+    return (getattr(cls, "_masked_base", cls), getattr(cls, "_masked_names", frozenset()),
+            getattr(cls, "_masked_tied", frozenset()))
+
+
+def _masked_class(base: type, names: frozenset, tied: frozenset = frozenset()) -> type:
+    """``base`` with a masking property per name and a read-through property per tied name; one class per
+    (base, names, tied), named as ``base`` (so that printing the model is unchanged); ``base`` itself when
+    there is neither."""
+    if not names and not tied:
+        return base
+    key = (base, names, tied)
     if key not in _MASKED_CLASSES:
-        members = {n: _masked_property(n) for n in names}
+        members = {**{n: _masked_property(n) for n in names}, **{n: _tied_property(n) for n in tied}}
         if issubclass(base, nn.RNNBase):  # the RNN kernels take the list, not the attributes
             members["_flat_weights"] = property(_rnn_flat_weights, _ignore_assignment)
-        members.update(_masked_base=base, _masked_names=names, __reduce_ex__=_reduce_masked,
+        members.update(_masked_base=base, _masked_names=names, _masked_tied=tied, __reduce_ex__=_reduce_masked,
                        __module__=base.__module__, __qualname__=base.__qualname__)
         _MASKED_CLASSES[key] = type(base.__name__, (base,), members)
     return _MASKED_CLASSES[key]
@@ -972,15 +1224,28 @@ def _masked_property(name: str) -> property:
         return module._parameters[orig] * module._buffers[mask]
 
     def unmask(module: nn.Module) -> None:  # `del module.name`, as prune.remove does before restoring it
-        names = module._masked_names - {name}
-        module.__class__ = _masked_class(module._masked_base, names) if names else module._masked_base
-        if isinstance(module, nn.RNNBase) and not names:
+        base, names, tied = _class_parts(module)
+        module.__class__ = _masked_class(base, names - {name}, tied)
+        if isinstance(module, nn.RNNBase) and not names - {name}:
             module._init_flat_weights()  # no stale masked copy left in the list (pytorch/pytorch 33618)
     return property(read, _ignore_assignment, unmask, f"{orig} * {mask}, computed on every read")
 
 
+def _tied_property(name: str) -> property:
+    def read(module: nn.Module) -> torch.Tensor:
+        source, source_name = module._pruning_source[name]
+        return getattr(source, source_name)
+
+    def untie(module: nn.Module) -> None:  # `del module.name`: a plain module again (_fold puts the tensor back)
+        module._pruning_source.pop(name)
+        base, names, tied = _class_parts(module)
+        module.__class__ = _masked_class(base, names, tied - {name})
+    return property(read, _ignore_assignment, untie, "the tied tensor's masked values, read where they are held")
+
+
 def _ignore_assignment(module: nn.Module, value) -> None:
-    """Assigning the masked copy (torch's prune hooks, RNNBase.__setattr__) is a no-op: reads recompute it."""
+    """Assigning the masked copy (torch's prune hooks, RNNBase.__setattr__, a library re-tying its embeddings)
+    is a no-op: reads recompute it."""
 
 
 def _rnn_flat_weights(module: nn.Module) -> list:
@@ -990,11 +1255,12 @@ def _rnn_flat_weights(module: nn.Module) -> list:
 def _reduce_masked(module: nn.Module, protocol: int):
     """Pickle and deepcopy the module as its base class plus the masked names: the made class is not
     importable by name, this function and ``_new_masked`` are."""
-    return _new_masked, (module._masked_base, tuple(sorted(module._masked_names))), module.__getstate__()
+    base, names, tied = _class_parts(module)
+    return _new_masked, (base, tuple(sorted(names)), tuple(sorted(tied))), module.__getstate__()
 
 
-def _new_masked(base: type, names: tuple[str, ...]) -> nn.Module:
-    cls = _masked_class(base, frozenset(names))
+def _new_masked(base: type, names: tuple[str, ...], tied: tuple[str, ...] = ()) -> nn.Module:
+    cls = _masked_class(base, frozenset(names), frozenset(tied))
     return cls.__new__(cls)
 
 
@@ -1026,6 +1292,7 @@ def _validate_parameters(parameters: ParameterList) -> list[tuple[nn.Module, str
         if not (t.is_floating_point() and t.dim() >= 2):
             raise ValueError(f"{type(module).__name__}.{name} is not a floating tensor of 2 or more dimensions "
                              f"(shape {tuple(t.shape)}, {t.dtype}): only weight matrices are pruned")
-    if len({(id(m), n) for m, n in parameters}) != len(parameters):
-        raise ValueError("parameters lists the same tensor twice")
+    if len({id(_tensor_of(m, n)) for m, n in parameters}) != len(parameters):
+        raise ValueError("parameters lists the same tensor twice (or a tied tensor under two names: list it once, "
+                         "as prunable_parameters does, and every name of it is masked)")
     return parameters
