@@ -144,22 +144,34 @@ def select_smallest_active(scores: torch.Tensor, active: torch.Tensor, k: int) -
         >>> select_smallest_active(s, torch.tensor([True, True, True, True, False]), 3).tolist()
         [False, True, True, True, False]
     """
+    return _select_smallest(scores, active, k, scores_are_scratch=False)
+
+
+def _select_smallest(scores: torch.Tensor, active: torch.Tensor, k: int, scores_are_scratch: bool) -> torch.Tensor:
+    """:func:`select_smallest_active`; with ``scores_are_scratch`` the caller's buffer is overwritten (no copy
+    of it: global_magnitude_prune's own concatenation)."""
     selected = torch.zeros_like(active)
     if k <= 0:
         return selected
-    values = scores[active]
-    is_nan = values.isnan()
-    if bool(is_nan.any()):
-        values = values[~is_nan]
-    if k > values.numel():  # every active number is selected, then NaN entries by position
-        nan_here = active & scores.isnan()
-        selected = active & ~nan_here
-        selected[torch.nonzero(nan_here).squeeze(1)[:k - values.numel()]] = True
+    nan_here = active & scores.isnan()
+    numbers = active & ~nan_here
+    n_numbers = int(torch.count_nonzero(numbers))
+    if k > n_numbers:  # every active number is selected, then NaN entries by position
+        selected = numbers
+        selected[torch.nonzero(nan_here).squeeze(1)[:k - n_numbers]] = True
         return selected
-    threshold = _kth_smallest_value(values, k)
-    selected = active & (scores < threshold)
+    # The k-th smallest active number: the others stand at +inf, so they rank after every active number and
+    # tie with an active +inf, which is then the threshold either way (no compaction of the active entries:
+    # on a large model that copy costs more than the ranking).
+    marked = scores.masked_fill_(~numbers, math.inf) if scores_are_scratch else \
+        torch.where(numbers, scores, scores.new_tensor(math.inf))
+    threshold = _kth_smallest_value(marked, k)
+    selected = numbers & (marked < threshold)
     n_missing = k - int(torch.count_nonzero(selected))  # >= 1: the k-th value itself is not selected yet
-    tied = torch.nonzero(active & (scores == threshold)).squeeze(1)
+    at_threshold = numbers & (marked == threshold)
+    if int(torch.count_nonzero(at_threshold)) == n_missing:  # the usual case: all of them (no index needed)
+        return selected | at_threshold
+    tied = torch.nonzero(at_threshold).squeeze(1)
     selected[tied[:n_missing]] = True
     return selected
 
@@ -449,23 +461,26 @@ def global_magnitude_prune(
     scores_of = _validate_scores(parameters, importance_scores)
     masks = [getattr(m, n + "_mask") for m, n in parameters]
     with torch.no_grad():
-        n_total = sum(mask.numel() for mask in masks)
-        n_new = round(sparsity * n_total) - sum(mask.numel() - int(torch.count_nonzero(mask)) for mask in masks)
+        active = _active_entries(masks)
+        n_total = active.numel()
+        n_new = round(sparsity * n_total) - (n_total - int(torch.count_nonzero(active)))
         if n_new <= 0:
             return 0
-        scores, active = _ranking_inputs(parameters, scores_of, masks)
+        scores = _ranking_scores(parameters, scores_of, masks)
         if distribution == "global":
-            selected = select_smallest_active(scores, active, n_new)
+            selected = _select_smallest(scores, active, n_new, scores_are_scratch=True)
         else:  # each tensor alone, to its own count (never regrowing one that is already sparser)
             sizes = [m.numel() for m in masks]
             counts = layer_prune_counts(parameters, sparsity, distribution)
             selected = torch.cat([select_smallest_active(s, a, count - int((~a).sum())) for s, a, count in
                                   zip(scores.split(sizes), active.split(sizes), counts)])
             n_new = int(selected.sum())
-        for (module, name), mask, sel in zip(parameters, masks, selected.split([m.numel() for m in masks])):
+        sizes = [m.numel() for m in masks]
+        for mask, sel in zip(masks, selected.split(sizes)):
             # In place: every read of `module.name` and any compiled graph use this very buffer.
             mask.masked_fill_(sel.view_as(mask).to(mask.device), 0)
-    zero_pruned_state(parameters, optimizer)
+        pruned = (~active).logical_or_(selected)  # every masked entry now, from the bool vectors at hand
+    _zero_entries(parameters, optimizer, pruned.split(sizes))
     return n_new
 
 
@@ -533,15 +548,30 @@ def layer_prune_counts(parameters: ParameterList, sparsity: float, distribution:
     return [n - k for n, k in zip(sizes, kept)]
 
 
-def _ranking_inputs(parameters: list, scores_of, masks: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scores of every entry, concatenated in the widest dtype present (float64 stays float64), and which
-    entries are active: the inputs of the one global ranking."""
+def _active_entries(masks: list) -> torch.Tensor:
+    """Which entries of all tensors are active, as one bool vector (on the first mask's device)."""
     device = masks[0].device
-    parts = [scores_of(m, n).reshape(-1).to(device) for m, n in parameters]
-    dtype = functools.reduce(torch.promote_types, (p.dtype for p in parts))
-    scores = torch.cat([p.to(dtype) for p in parts])
-    active = torch.cat([mask.reshape(-1).to(device) != 0 for mask in masks])
-    return scores, active
+    active = torch.empty(sum(mask.numel() for mask in masks), dtype=torch.bool, device=device)
+    for mask, a in zip(masks, active.split([mask.numel() for mask in masks])):
+        torch.ne(mask.reshape(-1).to(device), 0, out=a)
+    return active
+
+
+def _ranking_scores(parameters: list, scores_of, masks: list) -> torch.Tensor:
+    """The scores of every entry, concatenated in the widest dtype present (float64 stays float64): the input
+    of the one global ranking. Each tensor is written into its slice of one buffer in place (a magnitude as
+    a copy, then ``abs_``): on a large model, per-tensor temporaries and a concatenation cost more than the
+    ranking itself."""
+    parts = [scores_of(m, n) for m, n in parameters]  # (tensor, whether its magnitude is the score)
+    dtype = functools.reduce(torch.promote_types, (torch.promote_types(t.dtype, torch.float32) if take_abs else t.dtype
+                                                   for t, take_abs in parts))
+    sizes = [mask.numel() for mask in masks]
+    scores = torch.empty(sum(sizes), dtype=dtype, device=masks[0].device)
+    for (t, take_abs), s in zip(parts, scores.split(sizes)):
+        s.copy_(t.reshape(-1))
+        if take_abs:
+            s.abs_()
+    return scores
 
 
 def magnitude_mask(parameters: ParameterList, sparsity: float,
@@ -571,7 +601,8 @@ def magnitude_mask(parameters: ParameterList, sparsity: float,
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
     masks = [getattr(m, n + "_mask") for m, n in parameters]
     with torch.no_grad():
-        scores, active = _ranking_inputs(parameters, _validate_scores(parameters, importance_scores), masks)
+        scores = _ranking_scores(parameters, _validate_scores(parameters, importance_scores), masks)
+        active = _active_entries(masks)
         n_new = round(sparsity * active.numel()) - int((~active).sum())
         return active & ~select_smallest_active(scores, active, n_new)
 
@@ -621,7 +652,8 @@ def unpack_mask(packed: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _validate_scores(parameters: list[tuple[nn.Module, str]], importance_scores: dict | None):
-    """A function (module, name) -> scores tensor: the given one, or |weight_orig|; bad keys/shapes raise."""
+    """A function (module, name) -> (tensor, take its magnitude): the given scores, or weight_orig (ranked by
+    its magnitude); bad keys/shapes raise."""
     importance_scores = dict(importance_scores or {})
     known = {(id(m), n): (m, n) for m, n in parameters}
     for key, value in importance_scores.items():
@@ -633,9 +665,10 @@ def _validate_scores(parameters: list[tuple[nn.Module, str]], importance_scores:
                              f"of shape {tuple(shape)}")
     by_id = {(id(m), n): v for (m, n), v in importance_scores.items()}
 
-    def scores_of(module: nn.Module, name: str) -> torch.Tensor:
+    def scores_of(module: nn.Module, name: str) -> tuple[torch.Tensor, bool]:
+        """(the tensor, whether the score is its magnitude): |weight_orig| is taken where it is written."""
         given = by_id.get((id(module), name))
-        return _magnitude(getattr(module, name + "_orig")) if given is None else given.detach()
+        return (getattr(module, name + "_orig").detach(), True) if given is None else (given.detach(), False)
     return scores_of
 
 
@@ -658,16 +691,22 @@ def zero_pruned_state(parameters: ParameterList, optimizer: torch.optim.Optimize
         >>> zero_pruned_state([(net, "weight")], opt); net.weight_orig[0, 0].item()
         0.0
     """
+    _zero_entries(parameters, optimizer, [getattr(m, n + "_mask") == 0 for m, n in parameters])
+
+
+def _zero_entries(parameters: ParameterList, optimizer: torch.optim.Optimizer | None, pruned: Sequence) -> None:
+    """Set the entries ``pruned[i]`` (bool, any shape of the tensor's size) of each ``weight_orig`` and of its
+    optimizer state tensors to zero."""
     with torch.no_grad():
-        for module, name in parameters:
-            orig, mask = getattr(module, name + "_orig"), getattr(module, name + "_mask")
-            pruned = mask == 0
-            orig.masked_fill_(pruned, 0.0)  # +0.0 (a multiply by the mask would leave -0.0 for negative weights)
+        for (module, name), zero in zip(parameters, pruned):
+            orig = getattr(module, name + "_orig")
+            zero = zero.view(orig.shape).to(orig.device)
+            orig.masked_fill_(zero, 0.0)  # +0.0 (a multiply by the mask would leave -0.0 for negative weights)
             if optimizer is None:
                 continue
             for value in optimizer.state.get(orig, {}).values():
                 if torch.is_tensor(value) and value.shape == orig.shape:
-                    value.masked_fill_(pruned.to(value.device), 0)
+                    value.masked_fill_(zero.to(value.device), 0)
 
 
 def enforce_masks_after_step(optimizer: torch.optim.Optimizer, parameters: ParameterList):
@@ -1131,7 +1170,9 @@ def from_pretrained(model_class, folder: str, **kwargs):
 def load_masks(model: nn.Module, masks: dict) -> list[tuple[nn.Module, str]]:
     """Attach masks to the tensors ``masks`` names (``{"name": {"shape", "bits"}}``, as :func:`save_pretrained`
     writes them) and set them; returns the parameters, for the optimizer and later pruning."""
-    params = prunable_parameters(model, include=list(masks)) if masks else []  # each tensor once, ties noted
+    with warnings.catch_warnings():  # the masks name what was pruned: no warning about what was not
+        warnings.simplefilter("ignore")
+        params = prunable_parameters(model, include=list(masks)) if masks else []  # each tensor once, ties noted
     names = {id(m): name for name, m in model.named_modules()}
     wanted = {f"{names[id(m)]}.{n}".lstrip("."): (m, n) for m, n in params}
     wanted = {name: wanted[name] for name in masks if name in wanted}

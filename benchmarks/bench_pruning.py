@@ -5,6 +5,7 @@ number of values; process memory growth over the 200 scheduled updates of a CIFA
 contrast, what torch.nn.utils.prune.global_unstructured adds per call); one update of a 20M+ weight model.
 
     python benchmarks/bench_pruning.py [--device cpu|cuda] [--repeats 5]
+    python benchmarks/bench_pruning.py --gpt2       # attach_masks and an update on GPT-2 small's config
 """
 
 import argparse
@@ -99,13 +100,44 @@ def bench_big_model(device: torch.device) -> None:
           f"sparsity {pruning.global_sparsity(params):.4f}")
 
 
+def bench_gpt2_small(device: torch.device, repeats: int) -> None:
+    """GPT-2 small's config (124M parameters, built from config, no download): attach_masks and one update,
+    each against a bare torch.kthvalue over the pruned count (transformers' Conv1D matrices; the head is tied
+    to the token embedding, which stays dense)."""
+    import warnings
+    import transformers
+    transformers.logging.set_verbosity_error()
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config()).to(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tied head, left dense: said once, not per run
+        params = pruning.prunable_parameters(model)
+    n = sum(m.weight.numel() for m, _ in params)
+    t0 = time.perf_counter()
+    pruning.attach_masks(params)
+    t_attach = time.perf_counter() - t0
+    pruning.global_magnitude_prune(params, 0.40)
+    targets = iter([0.40 + 0.004 * (i + 1) for i in range(repeats + 1)])
+    t_update = timed(lambda: pruning.global_magnitude_prune(params, next(targets)), device, repeats)
+    values = torch.randn(n, device=device)
+    t_kth = timed(lambda: torch.kthvalue(values, n // 2), device, repeats)
+    print(f"GPT-2 small config, {n:,} prunable weights in {len(params)} Conv1D matrices, {device.type}")
+    print(f"  attach_masks (once)               : {1000 * t_attach:8.1f} ms ({t_attach / t_kth:.2f}x kthvalue)")
+    print(f"  one global_magnitude_prune update : {1000 * t_update:8.1f} ms ({t_update / t_kth:.2f}x kthvalue; "
+          f"bound: <= 1.5x)")
+    print(f"  bare torch.kthvalue, same count   : {1000 * t_kth:8.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
+    parser.add_argument("--gpt2", action="store_true", help="only GPT-2 small's config (needs transformers)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
+    if args.gpt2:
+        bench_gpt2_small(device, args.repeats)
+        return
     bench_update_vs_kthvalue(device, args.repeats)
     bench_memory_growth(device)
     bench_big_model(device)

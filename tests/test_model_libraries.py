@@ -229,3 +229,18 @@ def test_pruning_py_alone_in_transformers_and_timm(models, include, lone_copy):
     pytest.importorskip("timm")
     done = run_driver(models, include, lone_copy)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-4000:]
+
+
+def test_the_hugging_face_example_prunes_saves_and_reloads_identically(tmp_path):
+    pytest.importorskip("transformers")
+    text = tmp_path / "text.txt"
+    text.write_text("def f(x):\n    return x * 2\n" * 800)
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "prune_gpt2_hf.py"), "--text", str(text), "--steps",
+                           "8", "--prune-every", "2", "--batch", "4", "--save", str(tmp_path / "ckpt")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert "pruned: cubic ramp to 90% in 4 events, the last at step 6" in lines[0]
+    assert "Conv1D matrices 0.0% sparse" in lines[1] and "Conv1D matrices 90.0% sparse" in lines[2]
+    assert lines[3].endswith("90.0% sparse, identical") and (tmp_path / "ckpt" / "pruning_masks.pt").exists()
+    assert done.stderr.count("UserWarning") == 1 and "lm_head.weight is tied to transformer.wte.weight" in done.stderr

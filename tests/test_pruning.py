@@ -631,3 +631,119 @@ def test_compact_files_of_the_first_format_still_expand():
     del old["sha256"]
     assert all(torch.equal(a, b) for a, b in zip(pruning.expand_state_dict(old).values(),
                                                  pruning.expand_state_dict(compact).values()))
+
+
+class Conv1D(nn.Module):  # transformers.pytorch_utils.Conv1D's shape, written here: weight (in, out), y = x W + b
+    def __init__(self, nf: int, nx: int):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.1)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)
+
+
+def test_transformers_conv1d_is_in_the_default_set_and_every_layout_dependent_function_agrees_with_linear():
+    torch.manual_seed(0)
+    conv1d = nn.Sequential(Conv1D(12, 6), nn.ReLU(), Conv1D(4, 12))
+    linear = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 4))
+    with torch.no_grad():  # the same layers, transposed
+        for c, lin in ((conv1d[0], linear[0]), (conv1d[2], linear[2])):
+            lin.weight.copy_(c.weight.t())
+            lin.bias.copy_(c.bias)
+    params, same = pruning.prunable_parameters(conv1d), pruning.prunable_parameters(linear)
+    assert [n for _, n in params] == ["weight", "weight"]
+    for distribution in ("uniform", "erk"):  # ERK's (n_in + n_out) / (n_in * n_out) does not see the layout
+        assert pruning.layer_prune_counts(params, 0.7, distribution) == pruning.layer_prune_counts(same, 0.7, distribution)
+    pruning.global_magnitude_prune(params, 0.6)
+    pruning.global_magnitude_prune(same, 0.6)
+    assert all(torch.equal(c.weight_mask, lin.weight_mask.t()) for (c, _), (lin, _) in zip(params, same))
+    x = torch.randn(3, 6)
+    assert torch.allclose(conv1d(x), linear(x), atol=1e-6)
+    report, theirs = pruning.sparsity_report(conv1d, params), pruning.sparsity_report(linear, same)
+    assert [(r["name"], r["shape"]) for r in report] == [("0.weight", [6, 12]), ("2.weight", [12, 4])]
+    assert [r["nonzero"] for r in report] == [r["nonzero"] for r in theirs] and sum(r["nonzero"] for r in report) == 48
+    pruning.make_pruning_permanent(params)
+    packed = pruning.compact_state_dict(conv1d.state_dict())
+    assert all(torch.equal(pruning.expand_state_dict(packed)[k], v) for k, v in conv1d.state_dict().items())
+
+
+class TiedLM(nn.Module):  # input and output embeddings tied, as GPT-2, BERT, T5 and OPT do
+    def __init__(self):
+        super().__init__()
+        self.emb, self.body, self.head = nn.Embedding(20, 8), nn.Linear(8, 8), nn.Linear(8, 20, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(self.emb(x))))
+
+
+def test_a_weight_tied_to_a_dense_embedding_stays_dense_and_says_so_in_one_warning():
+    model = TiedLM()
+    with pytest.warns(UserWarning, match=r"^head\.weight is tied to emb\.weight, which is left dense: it stays dense") as said:
+        params = pruning.prunable_parameters(model)
+    assert len(said) == 1 and params == [(model.body, "weight")]
+
+
+@pytest.mark.parametrize("include", [[nn.Embedding], ["emb.weight"], ["head.weight"], ["head"]])
+def test_a_tied_tensor_is_one_tensor_under_every_name(include):
+    torch.manual_seed(0)
+    model = TiedLM()
+    params = pruning.prunable_parameters(model, include=include)
+    assert len(params) == 2 and (model.body, "weight") in params  # the tied tensor once, under one name
+    pruning.attach_masks(params)
+    pruning.attach_masks(params)  # idempotent: nothing double-masked
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    assert sum(p.numel() for p in model.parameters()) == 20 * 8 + 8 * 8 + 8  # one Parameter for both names
+    x = torch.randint(0, 20, (4, 5))
+    for target in (0.3, 0.6):
+        pruning.global_magnitude_prune(params, target, optimizer=opt)
+        assert sum(int((m._buffers[n + "_mask"] == 0).sum()) for m, n in params) == round(target * 224)
+        assert sorted(r["total"] for r in pruning.sparsity_report(model, params)) == [64, 160]  # counted once
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x).reshape(-1, 20), x.reshape(-1)).backward()
+        opt.step()
+        primary = model.emb if (model.emb, "weight") in params else model.head  # the name it is listed under
+        assert torch.equal(model.head.weight, model.emb.weight)
+        assert bool(model.head.weight[primary.weight_mask == 0].eq(0).all())
+    model.to(torch.float64)  # new mask buffers: both names still read the one mask
+    pruning.global_magnitude_prune(params, 0.8)
+    assert torch.equal(model.head.weight, model.emb.weight)
+    out = model(x)
+    pruning.make_pruning_permanent(params)
+    assert model.head.weight is model.emb.weight and torch.equal(model(x), out)  # tied again, as the model made it
+
+
+def test_a_tied_tensor_listed_under_two_names_is_refused():
+    model = TiedLM()
+    with pytest.raises(ValueError, match="lists the same tensor twice .or a tied tensor under two names"):
+        pruning.attach_masks([(model.emb, "weight"), (model.head, "weight")])
+    assert not prune.is_pruned(model)
+
+
+def test_a_parametrized_weight_is_refused_by_include_and_named_when_left_dense():
+    model = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Conv1d(4, 4, 3)), nn.Linear(4, 2))
+    for entry in ("0", "0.weight"):
+        with pytest.raises(ValueError, match=r"weight is parametrized .*remove_parametrizations"):
+            pruning.prunable_parameters(model, include=[entry])
+    with pytest.warns(UserWarning, match=r"^0: parametrized weight \(weight_norm / spectral_norm\) left dense"):
+        assert pruning.prunable_parameters(model) == [(model[1], "weight")]
+    assert not prune.is_pruned(model)
+
+
+def test_plain_weights_gives_the_library_its_own_keys_and_training_goes_on(tmp_path):
+    torch.manual_seed(0)
+    model = TiedLM()
+    params = pruning.attach_masks(pruning.prunable_parameters(model, include=[nn.Embedding]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    pruning.global_magnitude_prune(params, 0.5, optimizer=opt)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pruning.plain_weights(params):
+        assert sorted(model.state_dict()) == ["body.bias", "body.weight", "emb.weight", "head.weight"]
+        assert model.head.weight is model.emb.weight
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
+    x = torch.randint(0, 20, (2, 3))
+    model(x).sum().backward()
+    assert bool(model.emb.weight_orig.grad[model.emb.weight_mask == 0].eq(0).all())
