@@ -19,6 +19,10 @@ This file depends on torch and the standard library only: copy it into your proj
     print(pruning.format_sparsity_table(pruning.sparsity_report(model, params)))
     pruning.make_pruning_permanent(params)               # plain weights, loads into an unpruned model
 
+Hugging Face models (transformers, timm): the default set includes transformers' ``Conv1D``; a tensor tied
+under several names (input and output embeddings) is one tensor; save and load with :func:`save_pretrained`
+and :func:`from_pretrained` (the library's own calls, masks kept beside the checkpoint).
+
 Per training step instead (GMP-style, with a recovery window): ``events = pruning_events("cubic", 0.8,
 start=0, end=int(0.75 * total_steps), every=100)`` and, before step ``t``'s forward pass, ``if t in events:
 global_magnitude_prune(params, events[t], optimizer=optimizer)``. ``distribution="uniform" | "erk"`` spreads
@@ -69,6 +73,10 @@ __all__ = [
     "make_pruning_permanent",
     "compact_state_dict",
     "expand_state_dict",
+    "plain_weights",
+    "save_pretrained",
+    "from_pretrained",
+    "load_masks",
 ]
 
 ParameterList = Sequence[tuple[nn.Module, str]]
