@@ -10,7 +10,7 @@ and load round trips of the library's own calls, mid-training (``pruning.save_pr
 ``pruning.from_pretrained``: masks and outputs identical) and after ``make_pruning_permanent`` (plain
 ``save_pretrained`` / ``from_pretrained``, safetensors or not: outputs identical), a checkpoint saved with
 masks attached refused in one line; ``generate()`` for the decoders; gradient checkpointing and bf16
-keeping pruned gradients at 0.
+keeping pruned gradients at 0; timm's ModelEmaV3 beside the timm models.
 """
 
 import shutil
@@ -183,6 +183,11 @@ def check(name, include):
     pruning.attach_masks(params)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     ramp(model, name, params, opt, tied)
+    if BUILD[name][1] == "image":  # timm's EMA deep-copies the pruned model and averages weight_orig
+        from timm.utils import ModelEmaV3
+        ema = ModelEmaV3(model, decay=0.5)
+        ema.update(model)
+        assert torch.equal(output(ema.module, name), output(model, name))  # the average of equal weights
     round_trips(model, name, params)
     if BUILD[name][1] in ("causal", "seq2seq"):
         model.generate(inputs(name, 5)[0]["input_ids"][:, :4], max_new_tokens=3, do_sample=False)
