@@ -42,13 +42,13 @@ def test_a_config_written_before_the_recipe_fields_reads_as_the_recipe_it_ran(st
 
 
 BUDGET = ["--dataset", "mnist", "--dummy", "--train-subset", "100", "--val-fraction", "0.1", "--batch-size", "10",
-          "--width", "4", "--device", "cpu", "--steps", "20", "--lr-schedule", "step", "--lr-milestones", "5,12",
+          "--arch", "lenet300", "--device", "cpu", "--steps", "20", "--lr-schedule", "step", "--lr-milestones", "5,12",
           "--lr-decay", "0.5"]  # 90 training images: 9 steps an epoch; 20 steps are 9 + 9 + 2
 
 
 def test_a_step_budget_trains_exactly_its_steps_and_the_lr_steps_at_its_milestones(tmp_path):
     assert harness.main(train_baseline.SCRIPT, [*BUDGET, "--method", "dense", "--out", str(tmp_path)]) == 0
-    r = read_json(tmp_path / "mnist" / "dense" / "seed42.json")
+    r = read_json(tmp_path / "mnist" / "lenet300-dense" / "seed42.json")
     assert r["epochs"] == 3 and [row["lr"] for row in r["history"]] == pytest.approx([0.1, 0.05, 0.025])
     cost = r["training_cost"]  # a dense run's training is exactly one dense cycle: 200 images, not 270
     assert cost["dense_cycle_macs"] == 3 * r["inference_macs"]["macs_dense"] * 200 and cost["cycles"] == 1.0
@@ -57,13 +57,13 @@ def test_a_step_budget_trains_exactly_its_steps_and_the_lr_steps_at_its_mileston
 def test_the_papers_schedule_under_a_step_budget_reaches_its_target_at_the_last_epochs_start(tmp_path):
     argv = [*BUDGET, "--method", "progressive", "--target-sparsity", "0.5", "--out", str(tmp_path)]
     assert harness.main(train_baseline.SCRIPT, argv) == 0
-    r = read_json(tmp_path / "mnist" / "progressive-0.5" / "seed42.json")
+    r = read_json(tmp_path / "mnist" / "lenet300-progressive-0.5" / "seed42.json")
     assert [(e["step"], e["sparsity"]) for e in r["mask_events"]] == [(0, 0.0), (9, 0.25), (18, 0.5)]
 
 
 def test_a_run_killed_mid_budget_resumes_bit_identically(monkeypatch, tmp_path):
     def argv(out):
         return [*BUDGET, "--method", "progressive", "--target-sparsity", "0.5", "--out", str(out)]
-    found = whole_and_resumed(monkeypatch, tmp_path, argv, ("mnist", "progressive-0.5"), 42,
+    found = whole_and_resumed(monkeypatch, tmp_path, argv, ("mnist", "lenet300-progressive-0.5"), 42,
                               lambda state: state["epoch"] == 1)
     assert_bit_identical(*found)
