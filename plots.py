@@ -98,7 +98,7 @@ def plot_accuracy(summaries: list[dict], styles: dict, x_of, xlabel: str, dodge:
             ax.errorbar([x_of(s) * math.exp(shift) if log_x else x_of(s) + shift for s in members], [s["acc_mean"] for s in members],
                         yerr=[s["acc_sd"] or 0.0 for s in members], fmt=marker + "-", linewidth=0.8, capsize=3,
                         markersize=6, color=colour, label=f"{short[label]} (n={'/'.join(str(s['n']) for s in members)})")
-        if log_x:
+        if log_x and any(s["method"] != results.DENSE for members in series.values() for s in members):
             ax.set_xscale("log")
             ax.invert_xaxis()
             ticks = sorted({round(x_of(s), 3) for members in series.values() for s in members

@@ -183,6 +183,9 @@ def test_every_format_parses(paper_folder, tmp_path):
 
 def test_plots_are_written(paper_folder, tmp_path):
     write(paper_folder / "cifar10" / "dense", "seed42.json", result(42, 95.3, method="dense"))
+    dense_only = result(42, 91.0, method="dense")  # a panel (another network) that holds only dense runs so far
+    dense_only["config"]["arch"] = "vgg19"
+    write(paper_folder / "cifar10" / "vgg19-dense", "seed42.json", dense_only)
     assert aggregate.main([str(paper_folder), "--plot", str(tmp_path / "fig")]) == 0
     for name in ("accuracy_vs_sparsity.png", "accuracy_vs_cost.png", "training_curves.png"):
         path = tmp_path / "fig" / name
