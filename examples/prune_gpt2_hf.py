@@ -1,8 +1,8 @@
 """Prune a Hugging Face GPT-2 to 90% with pruning.py in a plain loop, save it and load it back with the library's
 own calls.
 
-What a transformers user writes: ``pruning.py`` beside the script, nothing else of this repository (the text
-helpers below come from the sibling example). A small GPT-2 built from its config (no download: 2 layers,
+What a transformers user writes: ``pruning.py`` beside the script, nothing else of this repository (the flags,
+the text and the training loop come from the sibling example, prune_transformer_lm.py, with GPT-2's own loss). A small GPT-2 built from its config (no download: 2 layers,
 width 128, byte-level vocabulary of 256, context 64) learns the Python standard library's source (``--text FILE``
 takes any other), once dense and once from the same initialisation with a per-step cubic ramp to 90% that
 ends at 75% of training (a recovery window). The default set is GPT-2's attention and MLP matrices
@@ -19,7 +19,6 @@ does not otherwise depend on. With it, the two pruning calls below go in a ``Tra
     python examples/prune_gpt2_hf.py              # a few minutes on 2 CPU cores
 """
 
-import argparse
 import math
 import os
 import sys
@@ -34,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import pruning  # noqa: E402  (in your project: pruning.py beside your script)
-from prune_transformer_lm import read_bytes, windows  # noqa: E402  (the text: bytes of the stdlib's source)
+from prune_transformer_lm import data_and_schedule, parse_args, train, validation_loss  # noqa: E402  (the loop)
 
 
 def gpt2(context: int) -> transformers.GPT2LMHeadModel:
@@ -43,70 +42,29 @@ def gpt2(context: int) -> transformers.GPT2LMHeadModel:
     return transformers.GPT2LMHeadModel(config)
 
 
-@torch.no_grad()
-def validation_loss(model: nn.Module, data: torch.Tensor, context: int, batch: int = 64) -> float:
-    """Mean next-byte cross-entropy on fixed windows of ``data`` (the same for every model)."""
-    model.eval()
-    starts = torch.arange(0, len(data) - context - 1, context)[:batch * 8]
-    losses = [model(input_ids=x, labels=x).loss.item() for x, _ in (windows(data, s, context) for s in starts.split(batch))]
-    model.train()
-    return sum(losses) / len(losses)
-
-
-def train(model: nn.Module, data: torch.Tensor, args, events: dict[int, float] | None) -> list:
-    """AdamW, cosine LR; before step t's forward pass, prune to ``events[t]`` if t is an event. Returns the
-    pruned tensors ([] for the dense run)."""
-    params = pruning.prunable_parameters(model) if events else []
-    if events:
-        pruning.attach_masks(params)  # before the optimizer sees the parameters (weight -> weight_orig)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
-    gen = torch.Generator().manual_seed(args.seed)
-    for t in range(args.steps):
-        if events and t in events:
-            pruning.global_magnitude_prune(params, events[t], optimizer=opt)  # also zeroes Adam's moments
-        x, _ = windows(data, torch.randint(0, len(data) - args.context - 1, (args.batch,), generator=gen), args.context)
-        loss = model(input_ids=x, labels=x).loss  # GPT-2 shifts the labels itself
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return params
+def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """GPT-2's own loss: it shifts the labels itself, so the labels are the inputs (``y``, ``x`` shifted, unused)."""
+    return model(input_ids=x, labels=x).loss
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--text", help="a text file (default: the Python standard library's *.py files)")
-    parser.add_argument("--bytes", type=int, default=2_000_000, help="read at most this many bytes")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--context", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--target", type=float, default=0.9)
-    parser.add_argument("--prune-every", type=int, default=25)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save", help="the pruned model's checkpoint folder (default: a temporary one)")
-    args = parser.parse_args()
+    args = parse_args(__doc__, lambda parser: parser.add_argument(
+        "--save", help="the pruned model's checkpoint folder (default: a temporary one)"))
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    data = read_bytes(args.text, args.bytes)
-    split = int(0.9 * len(data))
-    train_data, val_data = data[:split], data[split:]
-    events = pruning.pruning_events("cubic", args.target, start=0, end=int(0.75 * args.steps), every=args.prune_every)
-    print(f"{len(data):,} bytes ({split:,} train), {args.steps} steps of {args.batch} x {args.context} bytes; "
-          f"pruned: cubic ramp to {args.target:.0%} in {len(events)} events, the last at step {max(events)}")
+    train_data, val_data, events = data_and_schedule(args)
     for name, schedule in (("dense", None), ("pruned", events)):
         torch.manual_seed(args.seed)  # the same initialisation for both
         model, t0 = gpt2(args.context), time.perf_counter()
-        params = train(model, train_data, args, schedule)
-        loss = validation_loss(model, val_data, args.context)
+        params = train(model, train_data, args, schedule, loss=lm_loss)
+        loss = validation_loss(model, val_data, args.context, loss=lm_loss)
         sparsity = pruning.global_sparsity(params) if params else 0.0
         print(f"{name:>6}: validation perplexity {math.exp(loss):.2f} ({loss:.3f} nats/byte), "
               f"GPT-2's Conv1D matrices {sparsity:.1%} sparse, {time.perf_counter() - t0:.0f} s")
     folder = args.save or tempfile.mkdtemp(prefix="pruned-gpt2-")
     pruning.save_pretrained(model, params, folder)  # model.save_pretrained, masks folded in, masks beside
     loaded, loaded_params = pruning.from_pretrained(transformers.GPT2LMHeadModel, folder)
-    reloaded = validation_loss(loaded, val_data, args.context)
+    reloaded = validation_loss(loaded, val_data, args.context, loss=lm_loss)
     print(f"reloaded from {folder}: validation perplexity {math.exp(reloaded):.2f}, "
           f"{pruning.global_sparsity(loaded_params):.1%} sparse, {'identical' if reloaded == loss else 'DIFFERENT'}")
 

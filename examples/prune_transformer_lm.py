@@ -63,19 +63,25 @@ def windows(data: torch.Tensor, starts: torch.Tensor, context: int) -> tuple[tor
     return chunk[:, :-1], chunk[:, 1:]
 
 
+def next_byte_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the model's next-byte logits ``model(x)`` against ``y``."""
+    return nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+
+
 @torch.no_grad()
-def validation_loss(model: nn.Module, data: torch.Tensor, context: int, batch: int = 64) -> float:
+def validation_loss(model: nn.Module, data: torch.Tensor, context: int, loss=next_byte_loss, batch: int = 64) -> float:
     model.eval()
     starts = torch.arange(0, len(data) - context - 1, context)[:batch * 8]  # fixed windows: same for every model
-    losses = [nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
-              for x, y in (windows(data, s, context) for s in starts.split(batch))]
+    losses = [loss(model, x, y).item() for x, y in (windows(data, s, context) for s in starts.split(batch))]
     model.train()
     return sum(losses) / len(losses)
 
 
-def train(model: nn.Module, data: torch.Tensor, args, events: dict[int, float] | None = None) -> None:
-    """AdamW with a cosine learning rate; before step t's forward pass, prune to ``events[t]`` if t is an event."""
-    params = pruning.prunable_parameters(model)
+def train(model: nn.Module, data: torch.Tensor, args, events: dict[int, float] | None = None,
+          loss=next_byte_loss) -> list:
+    """AdamW with a cosine learning rate; before step t's forward pass, prune to ``events[t]`` if t is an event.
+    Returns the pruned tensors ([] for a dense run)."""
+    params = pruning.prunable_parameters(model) if events else []
     if events:
         pruning.attach_masks(params)  # before the optimizer sees the parameters (weight -> weight_orig)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -85,15 +91,17 @@ def train(model: nn.Module, data: torch.Tensor, args, events: dict[int, float] |
         if events and t in events:
             pruning.global_magnitude_prune(params, events[t], optimizer=opt)  # also zeroes Adam's moments
         x, y = windows(data, torch.randint(0, len(data) - args.context - 1, (args.batch,), generator=gen), args.context)
-        loss = nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        step_loss = loss(model, x, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        step_loss.backward()
         opt.step()
         sched.step()
+    return params
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(description: str, extra=lambda parser: None) -> argparse.Namespace:
+    """The examples' flags (``extra(parser)`` adds a script's own)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", help="a text file (default: the Python standard library's *.py files)")
     parser.add_argument("--bytes", type=int, default=2_000_000, help="read at most this many bytes")
     parser.add_argument("--steps", type=int, default=600)
@@ -103,13 +111,24 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--prune-every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    extra(parser)
+    return parser.parse_args()
+
+
+def data_and_schedule(args) -> tuple[torch.Tensor, torch.Tensor, dict[int, float]]:
+    """(training bytes, validation bytes, the pruned run's events: GMP's cubic ramp ending at 75% of the
+    steps), said in one line."""
     data = read_bytes(args.text, args.bytes)
     split = int(0.9 * len(data))
-    train_data, val_data = data[:split], data[split:]
     events = pruning.pruning_events("cubic", args.target, start=0, end=int(0.75 * args.steps), every=args.prune_every)
     print(f"{len(data):,} bytes ({split:,} train), {args.steps} steps of {args.batch} x {args.context} bytes; "
           f"pruned: cubic ramp to {args.target:.0%} in {len(events)} events, the last at step {max(events)}")
+    return data[:split], data[split:], events
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    train_data, val_data, events = data_and_schedule(args)
     results = {}
     for name, schedule in (("dense", None), ("pruned", events)):
         torch.manual_seed(args.seed)  # the same initialisation for both
