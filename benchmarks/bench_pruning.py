@@ -52,15 +52,20 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def bench_update_vs_kthvalue(device: torch.device, repeats: int) -> None:
-    model = ResNet18().to(device)
-    params = pruning.prunable_parameters(model)
-    n = sum(m.weight.numel() for m, _ in params)
-    pruning.global_magnitude_prune(params, 0.40)  # mid-schedule: part of the network already pruned
+def update_and_kthvalue(params: list, device: torch.device, repeats: int) -> tuple[int, float, float]:
+    """(prunable count, median seconds of one mid-schedule update, of a bare torch.kthvalue over as many
+    values): the update starts from 40%, part of the network already pruned."""
+    n = sum(pruning._tensor_of(m, name).numel() for m, name in params)
+    pruning.global_magnitude_prune(params, 0.40)
     targets = iter([0.40 + 0.004 * (i + 1) for i in range(repeats + 1)])
     t_update = timed(lambda: pruning.global_magnitude_prune(params, next(targets)), device, repeats)
     values = torch.randn(n, device=device)
-    t_kth = timed(lambda: torch.kthvalue(values, n // 2), device, repeats)
+    return n, t_update, timed(lambda: torch.kthvalue(values, n // 2), device, repeats)
+
+
+def bench_update_vs_kthvalue(device: torch.device, repeats: int) -> None:
+    model = ResNet18().to(device)
+    n, t_update, t_kth = update_and_kthvalue(pruning.prunable_parameters(model), device, repeats)
     print(f"ResNet-18, {n:,} prunable weights, {device.type}, {torch.get_num_threads()} threads")
     print(f"  one global_magnitude_prune update : {1000 * t_update:8.1f} ms")
     print(f"  bare torch.kthvalue, same count   : {1000 * t_kth:8.1f} ms")
@@ -111,15 +116,10 @@ def bench_gpt2_small(device: torch.device, repeats: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tied head, left dense: said once, not per run
         params = pruning.prunable_parameters(model)
-    n = sum(m.weight.numel() for m, _ in params)
     t0 = time.perf_counter()
     pruning.attach_masks(params)
     t_attach = time.perf_counter() - t0
-    pruning.global_magnitude_prune(params, 0.40)
-    targets = iter([0.40 + 0.004 * (i + 1) for i in range(repeats + 1)])
-    t_update = timed(lambda: pruning.global_magnitude_prune(params, next(targets)), device, repeats)
-    values = torch.randn(n, device=device)
-    t_kth = timed(lambda: torch.kthvalue(values, n // 2), device, repeats)
+    n, t_update, t_kth = update_and_kthvalue(params, device, repeats)
     print(f"GPT-2 small config, {n:,} prunable weights in {len(params)} Conv1D matrices, {device.type}")
     print(f"  attach_masks (once)               : {1000 * t_attach:8.1f} ms ({t_attach / t_kth:.2f}x kthvalue)")
     print(f"  one global_magnitude_prune update : {1000 * t_update:8.1f} ms ({t_update / t_kth:.2f}x kthvalue; "
