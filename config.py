@@ -348,10 +348,10 @@ def check_budget(config: Config, steps_per_epoch: int) -> None:
     if config.steps is not None and config.epochs != -(-config.steps // steps_per_epoch):
         raise ConfigError(f"--steps {config.steps}: the data has {steps_per_epoch} batches an epoch, not the "
                           f"real dataset's; give --epochs instead")
-    total = config.steps or config.epochs * steps_per_epoch
-    if milestones(config) and milestones(config)[-1] >= total:
-        raise ConfigError(f"--lr-milestones {config.lr_milestones}: milestone {milestones(config)[-1]} is not "
-                          f"before the end of training (step {total})")
+    total, steps = config.steps or config.epochs * steps_per_epoch, milestones(config)
+    if steps and steps[-1] >= total:
+        raise ConfigError(f"--lr-milestones {config.lr_milestones}: milestone {steps[-1]} is not before the end "
+                          f"of training (step {total})")
 
 
 def finite(x: float) -> bool:

@@ -319,11 +319,19 @@ def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def augmentation_problem(spec: DatasetSpec, augmentation: str) -> str | None:
+    """The one line that says ``--augment`` names an augmentation the dataset has not (None if it has it)."""
+    if augmentation in spec.augmentations:
+        return None
+    name = next(k for k, v in DATASETS.items() if v is spec)
+    return f"--augment {augmentation}: {name} has no such augmentation (it has: {', '.join(spec.augmentations)})"
+
+
 def train_transform(spec: DatasetSpec, augmentation: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
     """The training transform of ``--augment`` for a dataset; DataError if the dataset has no such augmentation."""
-    if augmentation not in spec.augmentations:
-        raise DataError(f"--augment {augmentation}: {spec.torchvision_class} has no such augmentation (it has: "
-                        f"{', '.join(spec.augmentations)})")
+    problem = augmentation_problem(spec, augmentation)
+    if problem:
+        raise DataError(problem)
     if spec.in_channels == 1:  # the digits: the paper's flip, or none (the flips are drawn either way)
         return augment.DigitsTrainAugment(spec.mean, spec.std, hflip=augmentation == "flip")
     if augmentation == "cifar":

@@ -396,10 +396,9 @@ def with_network(config: Config) -> Config:
 def with_budget(config: Config) -> Config:
     """``config`` with its epochs derived from a step budget (``--steps``: the epochs its steps begin, the last
     one cut short), at the dataset's real size; and its augmentation one the dataset has."""
-    spec = data.DATASETS[config.dataset]
-    if config.augment not in spec.augmentations:
-        raise ConfigError(f"--augment {config.augment}: {config.dataset} has no such augmentation (it has: "
-                          f"{', '.join(spec.augmentations)})")
+    problem = data.augmentation_problem(data.DATASETS[config.dataset], config.augment)
+    if problem:
+        raise ConfigError(problem)
     if config.steps is None:
         return config
     per_epoch = data.steps_per_epoch(config.dataset, config.train_subset, config.val_fraction, config.batch_size)
