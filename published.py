@@ -2,8 +2,8 @@
 
 docs/published.csv holds one row per published figure: its source and where in it, the setting it names
 (dataset, network, method label, target sparsity) and what it says of the recipe (``recipe``: the name of
-config.RECIPES that follows it, ``epochs`` / ``steps`` / ``batch_size`` / ``width``; empty where the source
-does not say). A group of our runs is set beside every row of the same dataset, network, label and target;
+config.RECIPES that follows it, ``epochs`` / ``steps`` / ``batch_size`` / ``lr`` / ``width``; empty where the
+source does not say). A group of our runs is set beside every row of the same dataset, network, label and target;
 the recipe fields the row names and ours do not share are listed, so that a difference is never read as a
 like-for-like one.
 """
@@ -17,8 +17,8 @@ from results import DENSE
 
 DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "docs", "published.csv")
 COLUMNS = ("source", "where", "dataset", "arch", "label", "target_sparsity", "accuracy", "sd", "recipe", "epochs",
-           "steps", "batch_size", "width", "note")
-SETTING = ("recipe", "epochs", "steps", "batch_size", "width")  # what a row may say of how it was trained
+           "steps", "batch_size", "lr", "width", "note")
+SETTING = ("recipe", "epochs", "steps", "batch_size", "lr", "width")  # what a row may say of how it was trained
 
 
 class PublishedError(Exception):

@@ -52,27 +52,52 @@ def variance_scaling_(t, gen) -> None:
         t.copy_(torch.nn.init.trunc_normal_(torch.empty(t.shape), 0.0, std, -2 * std, 2 * std, generator=gen))
 
 
-def draw(model, init: str, gen, biases: str) -> None:
-    """Initialise every Linear: ``xavier`` is the harness's own init (model.init_weights); ``vs`` as TF1."""
+def variance_scale_all(model, gen) -> None:
+    """Every Linear's weight and bias drawn as TF1's default initialiser (the public code's before pruning)."""
     import torch
-    from model import init_weights
-    if init == "xavier":
-        init_weights(model, linear="xavier")
-        return
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
             variance_scaling_(m.weight, gen)
-            variance_scaling_(m.bias, gen) if biases == "vs" else torch.nn.init.zeros_(m.bias)
+            variance_scaling_(m.bias, gen)
 
 
-def snip_scores(model, params, x, y) -> dict:
-    """|dL/dw * w| on one batch, for every ranked tensor (the harness's Snip.scores, on this one batch)."""
+def snip_scores(model, x, y) -> dict:
+    """|dL/dw * w| on one batch for every Linear's weight (masked: its ``weight_orig``) and bias, by module
+    and name (the harness's Snip.scores, on this one batch)."""
     import torch
     model.zero_grad(set_to_none=True)
     torch.nn.functional.cross_entropy(model(x), y).backward()
-    scores = {(m, n): (getattr(m, n + "_orig").grad * getattr(m, n + "_orig")).detach().abs() for m, n in params}
+    scores = {}
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            for n in ("weight", "bias"):
+                t = getattr(m, n + "_orig", None)
+                t = getattr(m, n) if t is None else t
+                scores[(m, n)] = (t.grad * t).detach().abs()
     model.zero_grad(set_to_none=True)
     return scores
+
+
+def prune_with_biases(params: list, scores: dict) -> None:
+    """One global ranking of weights *and* biases (the public code's): the lowest scores over both are pruned
+    until TARGET of all their entries are. pruning.py masks weight matrices only, so the weights go through
+    its global ranking at the fraction of them that the joint ranking prunes (the same entries: its lowest
+    scores), the biases through ``torch.nn.utils.prune.custom_from_mask``."""
+    import torch
+    from torch.nn.utils import prune
+    import pruning
+    keys = list(scores)
+    flat = torch.cat([scores[k].flatten() for k in keys])
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[flat.topk(round(flat.numel() * (1 - TARGET))).indices] = True
+    kept = dict(zip(keys, keep.split([scores[k].numel() for k in keys])))
+    weights = sum(scores[k].numel() for k in keys if k[1] == "weight")
+    pruned_weights = weights - sum(int(kept[k].sum()) for k in keys if k[1] == "weight")
+    pruning.global_magnitude_prune(params, pruned_weights / weights,
+                                   importance_scores={k: scores[k] for k in keys if k[1] == "weight"})
+    for (m, n), mask in kept.items():
+        if n == "bias":
+            prune.custom_from_mask(m, "bias", mask.view_as(m.bias).float())
 
 
 def test_accuracy(model, d) -> float:
@@ -97,21 +122,24 @@ def run(variant: str, seed: int, data_dir: str) -> dict:
     torch.manual_seed(seed)  # as the harness's build_model: the same Xavier draw for ``ours``
     model = build_network("lenet300", 1, 10, None)
     gen = torch.Generator().manual_seed(seed)
-    if init != "xavier":
-        draw(model, init, gen, biases="vs")
+    if init == "vs":
+        variance_scale_all(model, gen)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    params = [(m, n) for m in linears for n in (("weight", "bias") if rank_biases else ("weight",))]
+    params = [(m, "weight") for m in linears]
     pruning.attach_masks(params)
     batches = lambda epoch: data.iterate_batches(*d.train, BATCH, d.train_transform,  # noqa: E731
                                                  data.epoch_generator(seed, epoch))
     x0, y0 = next(iter(batches(0)))  # the first training batch: the harness's scoring batch
-    pruning.global_magnitude_prune(params, TARGET, importance_scores=snip_scores(model, params, x0, y0))
+    scores = snip_scores(model, x0, y0)
+    if rank_biases:
+        prune_with_biases(params, scores)
+    else:
+        pruning.global_magnitude_prune(params, TARGET, importance_scores={k: scores[k] for k in params})
     if reinit:
-        with torch.no_grad():
-            for m in linears:  # a fresh draw under the mask: weight_orig and bias(_orig) by name, as attached
-                for n in ("weight", "bias"):
-                    t = getattr(m, n + "_orig") if (m, n) in params else getattr(m, n)
-                    t.copy_(_fresh(t, init, gen, n))
+        with torch.no_grad():  # a fresh draw under the mask; biases zero, as the public code after pruning
+            for m in linears:
+                m.weight_orig.copy_(_fresh(m.weight_orig, init, gen))
+                getattr(m, "bias_orig", m.bias).zero_()
         pruning.zero_pruned_state(params)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [MILESTONE], gamma=0.1)
@@ -129,19 +157,19 @@ def run(variant: str, seed: int, data_dir: str) -> dict:
                 break
         epoch += 1
     return {"variant": variant, "seed": seed, "init": init, "reinit": reinit, "biases_ranked": rank_biases,
-            "sparsity": pruning.global_sparsity(params), "final_test_accuracy": kept[-1],
+            "weight_sparsity": pruning.global_sparsity(params),
+            "biases_pruned": sum(int((m.bias_mask == 0).sum()) for m in linears if hasattr(m, "bias_mask")), "final_test_accuracy": kept[-1],
             "best_kept_checkpoint_test_accuracy": max(kept), "kept_checkpoints": kept}
 
 
-def _fresh(t, init: str, gen, name: str):
-    """A new tensor shaped like ``t``: biases zero (as the public code after pruning), weights by ``init``."""
+def _fresh(t, init: str, gen):
+    """A new weight tensor shaped like ``t``, drawn by ``init``."""
     import torch
-    new = torch.zeros_like(t)
-    if name == "weight":
-        if init == "vs":
-            variance_scaling_(new, gen)
-        else:
-            torch.nn.init.xavier_normal_(new, generator=gen)
+    new = torch.empty_like(t)
+    if init == "vs":
+        variance_scaling_(new, gen)
+    else:
+        torch.nn.init.xavier_normal_(new, generator=gen)
     return new
 
 

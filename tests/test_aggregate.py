@@ -263,11 +263,15 @@ def test_published_figures_sit_beside_the_matching_groups_and_say_how_the_settin
             "its Expected outputs | no (in what the source states) |") in section
     write(paper_folder / "short", "seed1.json", result(1, 90.0, epochs=30))  # another budget: said, in its own row
     write(paper_folder / "vgg", "seed1.json", result(1, 91.0, target=0.9797))  # made a VGG-19 below
+    slow = result(1, 94.0)
+    slow["config"]["lr"] = 0.01  # another learning rate than the row's 0.1: said
+    write(paper_folder / "slow", "seed1.json", slow)
     found = aggregate.load_results([str(paper_folder)], strict=True)
     found[-1]["config"]["arch"] = "vgg19"
     rows = aggregate.build_tables(found, 1, published.load())[1]["published"]
     assert sorted((r["arch"], r["acc_mean"], r["delta_pp"], r["differs"]) for r in rows) == [
         ("resnet18", 90.0, pytest.approx(90.0 - 95.19), "epochs 30 vs 200"),
+        ("resnet18", 94.0, pytest.approx(94.0 - 95.19), "lr 0.01 vs 0.1"),
         ("resnet18", pytest.approx(95.194), pytest.approx(0.004), ""),
         ("vgg19", 91.0, pytest.approx(91.0 - 93.44), "budget: theirs not stated; recipe: theirs not stated")]
 
