@@ -2,7 +2,7 @@
 against dense and against the paper's method at the same target, sweeps, plots.
 
 Reads only the JSON files the training scripts write (recursively under the given folders), through
-results.py: no torch. Runs that share everything but the seed form a group; runs whose configs differ
+harness/results.py: no torch. Runs that share everything but the seed form a group; runs whose configs differ
 (precision included) are never averaged together, and the table shows what tells such groups apart.
 
 examples:
@@ -24,9 +24,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-import published
-import results
-import stats
+from harness import published, results, stats
 
 
 class AggregateError(Exception):
@@ -413,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(text)
         if args.plot:
-            import plots  # matplotlib only when asked for
+            from harness import plots  # matplotlib only when asked for
             for path in plots.plot_figures(summaries, args.plot):
                 print(f"wrote {path}", file=sys.stderr)
     except (AggregateError, published.PublishedError) as e:

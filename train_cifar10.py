@@ -9,9 +9,9 @@ examples:
   python train_cifar10.py --width 16 --epochs 2 --train-subset 2000 --out results/try   # CPU smoke run
 """
 
-import harness
+from harness import loop
 
-SCRIPT = harness.Script("train_cifar10.py", ("cifar10", "cifar100"), ("progressive",), __doc__)
+SCRIPT = loop.Script("train_cifar10.py", ("cifar10", "cifar100"), ("progressive",), __doc__)
 
 if __name__ == "__main__":
-    raise SystemExit(harness.main(SCRIPT))
+    raise SystemExit(loop.main(SCRIPT))

@@ -8,10 +8,10 @@ examples:
   python train_dense.py --dataset mnist --seed 42
 """
 
-import harness
+from harness import loop
 
-SCRIPT = harness.Script("train_dense.py", ("cifar10", "cifar100", "mnist", "fashion-mnist"), ("dense",), __doc__,
+SCRIPT = loop.Script("train_dense.py", ("cifar10", "cifar100", "mnist", "fashion-mnist"), ("dense",), __doc__,
                         dataset_required=True)
 
 if __name__ == "__main__":
-    raise SystemExit(harness.main(SCRIPT))
+    raise SystemExit(loop.main(SCRIPT))

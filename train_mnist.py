@@ -11,9 +11,9 @@ examples:
       --width 8 --epochs 3 --train-subset 3000 --out results/quickstart      # a few minutes on a CPU
 """
 
-import harness
+from harness import loop
 
-SCRIPT = harness.Script("train_mnist.py", ("mnist", "fashion-mnist"), ("progressive",), __doc__)
+SCRIPT = loop.Script("train_mnist.py", ("mnist", "fashion-mnist"), ("progressive",), __doc__)
 
 if __name__ == "__main__":
-    raise SystemExit(harness.main(SCRIPT))
+    raise SystemExit(loop.main(SCRIPT))

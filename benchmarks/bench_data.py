@@ -1,4 +1,4 @@
-"""Images per second of the paper's CIFAR-10 train augmentation: data.py's batched ops vs torchvision's
+"""Images per second of the paper's CIFAR-10 train augmentation: harness/data.py's batched ops vs torchvision's
 per-image transforms (PIL, as in the paper's notebooks) in a DataLoader with one worker per core.
 
     python benchmarks/bench_data.py [--images 10000] [--batch-size 128] [--device cpu|cuda]
@@ -17,8 +17,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import augment  # noqa: E402
-import data  # noqa: E402
+from harness import augment, data  # noqa: E402
 
 SPEC = data.DATASETS["cifar10"]
 
@@ -85,7 +84,7 @@ def main() -> None:
     print(f"{args.images} CIFAR-shaped images, batch {args.batch_size}, torch {torch.__version__}, "
           f"median of {args.repeats}")
     print(f"  torchvision per-image (PIL), DataLoader, {workers} workers : {tv:10.0f} images/s")
-    print(f"  data.py batched, {args.device}, {torch.get_num_threads()} threads{'':17s}: {ours:10.0f} images/s")
+    print(f"  harness/data.py batched, {args.device}, {torch.get_num_threads()} threads{'':17s}: {ours:10.0f} images/s")
     print(f"  ratio: {ours / tv:.1f}x  (target: >= 10x on CPU)")
 
 

@@ -18,20 +18,18 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import config  # noqa: E402
-import devices  # noqa: E402
-import harness  # noqa: E402
+from harness import config, devices, loop  # noqa: E402
 from interleave import interleaved_medians  # noqa: E402
 
 
-def make_run(args) -> harness.Run:
-    script = harness.Script("bench_grasp.py", tuple(config.PAPER_RECIPES), ("grasp",), "")
+def make_run(args) -> loop.Run:
+    script = loop.Script("bench_grasp.py", tuple(config.PAPER_RECIPES), ("grasp",), "")
     width = [] if args.width is None else ["--width", str(args.width)]
-    cfg = harness.parse(script, ["--dataset", "fashion-mnist", "--arch", args.arch, *width, "--seed", "0", "--dummy",
+    cfg = loop.parse(script, ["--dataset", "fashion-mnist", "--arch", args.arch, *width, "--seed", "0", "--dummy",
                                  "--batch-size", str(args.batch_size), "--score-batches", str(args.score_batches),
                                  "--val-fraction", "0", "--train-subset", str(4 * args.batch_size * args.score_batches),
                                  "--device", "cpu"])
-    return harness.make_run(devices.resolve_precision(cfg, torch.device("cpu")), torch.device("cpu"), {"checkpoint": ""})
+    return loop.make_run(devices.resolve_precision(cfg, torch.device("cpu")), torch.device("cpu"), {"checkpoint": ""})
 
 
 def main() -> None:
@@ -53,7 +51,7 @@ def main() -> None:
 
     def step() -> float:
         t0 = time.perf_counter()
-        harness.forward_backward(run, x, y)
+        loop.forward_backward(run, x, y)
         run.optimizer.step()
         return time.perf_counter() - t0
     score(), step()  # warm-up

@@ -20,7 +20,7 @@ from torch.nn.utils import prune
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import pruning  # noqa: E402
-from model import ResNet18  # noqa: E402
+from harness.networks import ResNet18  # noqa: E402
 
 
 def rss_mb(trim: bool = True) -> float:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import model as networks  # noqa: E402
+from harness import networks  # noqa: E402
 import pruning  # noqa: E402
 from interleave import interleaved_medians  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Training throughput of the harness next to a bare training step of the same model, on this machine.
 
-The harness figure is harness.train_one_epoch on synthetic data with the paper's recipe: augmentation,
+The harness figure is loop.train_one_epoch on synthetic data with the paper's recipe: augmentation,
 the pruning reparametrisation (masks at 40%), forward, backward, SGD step, loss and accuracy bookkeeping. The
 bare figure is the same network and batch size, fed one fixed pre-made batch, with only forward, loss,
 backward and step, in each memory layout. The bare loop is what a plain PyTorch loop over the same training
@@ -27,13 +27,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import config  # noqa: E402
-import data  # noqa: E402
-import devices  # noqa: E402
-import harness  # noqa: E402
 import pruning  # noqa: E402
-import record  # noqa: E402
-import model  # noqa: E402
+from harness import config, data, devices, loop, networks, record  # noqa: E402
 from interleave import interleaved_medians  # noqa: E402
 
 
@@ -54,13 +49,13 @@ def width_flags(args) -> list[str]:
     return [] if args.width is None else ["--width", str(args.width)]
 
 
-def harness_setup(args, device: torch.device) -> tuple[harness.Run, "callable"]:
+def harness_setup(args, device: torch.device) -> tuple[loop.Run, "callable"]:
     """The harness on synthetic data, masks at 40%, warmed up; and a function timing one epoch of it."""
-    script = harness.Script("bench_train.py", tuple(config.PAPER_RECIPES), ("progressive",), "")
-    cfg = harness.parse(script, ["--dataset", args.dataset, "--arch", args.arch, *width_flags(args), "--seed", "0",
+    script = loop.Script("bench_train.py", tuple(config.PAPER_RECIPES), ("progressive",), "")
+    cfg = loop.parse(script, ["--dataset", args.dataset, "--arch", args.arch, *width_flags(args), "--seed", "0",
                                  "--dummy", "--batch-size", str(args.batch_size),
                                  "--val-fraction", "0", "--train-subset", str(args.images), "--device", device.type])
-    run = harness.make_run(devices.resolve_precision(cfg, device), device, {"checkpoint": ""})  # "": a fresh run
+    run = loop.make_run(devices.resolve_precision(cfg, device), device, {"checkpoint": ""})  # "": a fresh run
     pruning.global_magnitude_prune(run.params, 0.4, optimizer=run.optimizer)
     epochs = iter(range(10**6))
     no_op = lambda run, step: None  # noqa: E731
@@ -69,7 +64,7 @@ def harness_setup(args, device: torch.device) -> tuple[harness.Run, "callable"]:
         run.method.start_step = run.method.after_backward = no_op if hook else None  # no schedule: masks fixed
         sync(device)
         t0 = time.perf_counter()
-        harness.train_one_epoch(run, next(epochs))
+        loop.train_one_epoch(run, next(epochs))
         sync(device)
         return time.perf_counter() - t0
     one_epoch(False)  # warm-up
@@ -80,8 +75,8 @@ def bare_setup(args, device: torch.device, channels_last: bool, precision: str):
     """The same model and batch size, one fixed batch, only forward/loss/backward/step; warmed up."""
     spec, batch = data.DATASETS[args.dataset], args.batch_size
     torch.manual_seed(0)
-    net = model.build_network(args.arch, spec.in_channels, spec.num_classes, args.width).to(device)
-    size = model.ARCHITECTURES[args.arch].image_size
+    net = networks.build_network(args.arch, spec.in_channels, spec.num_classes, args.width).to(device)
+    size = networks.ARCHITECTURES[args.arch].image_size
     x = torch.randn(batch, spec.in_channels, size, size, device=device)
     if channels_last:
         net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
@@ -105,7 +100,7 @@ def bare_setup(args, device: torch.device, channels_last: bool, precision: str):
     return one_pass
 
 
-def bare_loop_setup(args, run: harness.Run):
+def bare_loop_setup(args, run: loop.Run):
     """A plain PyTorch loop over the harness's own training tensors: a shuffle, each batch gathered by index
     and normalised (no augmentation), forward, loss, backward, step; the same network with pruning.py's masks
     at 40%, as the harness trains it. Warmed up."""
@@ -114,7 +109,7 @@ def bare_loop_setup(args, run: harness.Run):
     mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
     torch.manual_seed(0)
-    net = model.build_network(args.arch, spec.in_channels, spec.num_classes, args.width).to(device)
+    net = networks.build_network(args.arch, spec.in_channels, spec.num_classes, args.width).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     params = pruning.prunable_parameters(net)
     pruning.attach_masks(params)
@@ -141,7 +136,7 @@ def bare_loop_setup(args, run: harness.Run):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="cifar10", choices=tuple(config.PAPER_RECIPES))
-    parser.add_argument("--arch", default="resnet18", choices=tuple(model.ARCHITECTURES))
+    parser.add_argument("--arch", default="resnet18", choices=tuple(networks.ARCHITECTURES))
     parser.add_argument("--width", type=int, default=None, help="64 for the scalable networks")
     parser.add_argument("--batch-size", type=int, default=None, help="the dataset's paper recipe by default")
     parser.add_argument("--images", type=int, default=512, help="training images per timed pass")
@@ -149,7 +144,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     args.batch_size = args.batch_size or config.PAPER_RECIPES[args.dataset].batch_size
-    if model.ARCHITECTURES[args.arch].scalable:
+    if networks.ARCHITECTURES[args.arch].scalable:
         args.width = args.width or config.DEFAULT_WIDTH
     device = devices.pick_device(args.device)
     run, time_epoch = harness_setup(args, device)

@@ -1,4 +1,4 @@
-"""Inference MACs of the first study's committed results (which predate flops.py), recomputed from their
+"""Inference MACs of the first study's committed results (which predate harness/flops.py), recomputed from their
 per-layer nonzero counts; training compute where it can be derived (dense, and methods whose mask is fixed
 from the first step: snip, random, ticket), "–" where the per-layer masks during training were not saved.
 
@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import flops  # noqa: E402
+from harness import flops  # noqa: E402
 import pruning  # noqa: E402
-from model import ResNet18  # noqa: E402
+from harness.networks import ResNet18  # noqa: E402
 
 FIXED_MASK = ("snip", "random", "ticket")
 

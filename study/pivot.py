@@ -18,7 +18,7 @@ from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import aggregate  # noqa: E402
-import results  # noqa: E402
+from harness import results  # noqa: E402
 
 BLOCK = re.compile(r"^<!-- pivot: (\S+) -->\n(.*?)^<!-- /pivot -->$", re.M | re.S)
 PAPER = f"{results.PAPER_METHOD} (the paper's schedule)"

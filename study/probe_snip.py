@@ -2,7 +2,7 @@
 
 The fourth study's SNIP (the harness's ``snip``) reaches 96.94 +/- 0.10% at 98% on LeNet-300-100 under SNIP's
 recipe; SNIP's paper reports 97.6%. SNIP's public code (namhoonlee/snip-public, TensorFlow) differs from the
-harness in four ways that its paper does not state. This probe switches each on, on the harness's own data,
+harness in five ways that its paper does not state. This probe switches each on, on the harness's own data,
 network, batch order, scoring batch and recipe (SGD momentum 0.9, batch 100, weight decay 5e-4 on every
 parameter, lr 0.1 x0.1 at step 25,000, 30,000 steps, no augmentation, 10% held out):
 
@@ -10,14 +10,16 @@ parameter, lr 0.1 x0.1 at step 25,000, 30,000 steps, no augmentation, 10% held o
            for the biases before pruning) instead of the harness's Xavier-normal weights and zero biases
   reinit   the mask is chosen on one draw and training starts from an independent draw (biases zero)
   biases   the biases are ranked with the weights in the one global ranking (the target counts both)
+  momentum the public code's default optimizer is plain SGD (``--optimizer sgd``; its paper says momentum 0.9)
   report   the public code's test script reports the *best* test accuracy over the checkpoints it kept
            (the last five, one every 1,000 steps); every variant records both that and the final model's
 
 A probe, not a harness method: it is written once for this question and its numbers are exploratory (the
 headline of every study stays the final model's test accuracy). ``ours`` must match the harness's ``snip``.
 
-    python study/probe_snip.py              # 5 variants x 3 seeds, about 30 CPU-minutes; skips finished runs
+    python study/probe_snip.py              # 6 variants x 3 seeds, about 40 CPU-minutes; skips finished runs
     python study/probe_snip.py --variants ours --seeds 42
+    python study/probe_snip.py --summary    # the committed runs (study/fourth/probe) as a table
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-VARIANTS = {  # name -> (init, reinit, biases ranked)
-    "ours": ("xavier", False, False),
-    "vs": ("vs", False, False),
-    "xavier-reinit": ("xavier", True, False),
-    "vs-reinit": ("vs", True, False),
-    "snip-public": ("vs", True, True),
+VARIANTS = {  # name -> (init, reinit, biases ranked, momentum)
+    "ours": ("xavier", False, False, 0.9),
+    "vs": ("vs", False, False, 0.9),
+    "xavier-reinit": ("xavier", True, False, 0.9),
+    "vs-reinit": ("vs", True, False, 0.9),
+    "snip-public": ("vs", True, True, 0.9),
+    "snip-public-sgd": ("vs", True, True, 0.0),  # the public code's default optimizer: no momentum
 }
 STEPS, MILESTONE, BATCH, TARGET, KEPT_CHECKPOINTS, EVERY = 30_000, 25_000, 100, 0.98, 5, 1_000
 OUT = os.path.join(ROOT, "study", "fourth", "probe")
@@ -113,10 +116,10 @@ def test_accuracy(model, d) -> float:
 def run(variant: str, seed: int, data_dir: str) -> dict:
     """One SNIP run at 98% under SNIP's recipe; returns the final and the best-kept-checkpoint test accuracy."""
     import torch
-    import data
+    from harness import data
     import pruning
-    from model import build_network
-    init, reinit, rank_biases = VARIANTS[variant]
+    from harness.networks import build_network
+    init, reinit, rank_biases, momentum = VARIANTS[variant]
     d = data.prepare_data("mnist", data_dir, download=False, val_fraction=0.1, seed=seed, augmentation="none",
                           image_size=28)
     torch.manual_seed(seed)  # as the harness's build_model: the same Xavier draw for ``ours``
@@ -141,7 +144,7 @@ def run(variant: str, seed: int, data_dir: str) -> dict:
                 m.weight_orig.copy_(_fresh(m.weight_orig, init, gen))
                 getattr(m, "bias_orig", m.bias).zero_()
         pruning.zero_pruned_state(params)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [MILESTONE], gamma=0.1)
     kept, step, epoch = [], 0, 0
     while step < STEPS:
@@ -156,10 +159,10 @@ def run(variant: str, seed: int, data_dir: str) -> dict:
             if step == STEPS:
                 break
         epoch += 1
+    biases_pruned = sum(int((m.bias_mask == 0).sum()) for m in linears if hasattr(m, "bias_mask"))
     return {"variant": variant, "seed": seed, "init": init, "reinit": reinit, "biases_ranked": rank_biases,
-            "weight_sparsity": pruning.global_sparsity(params),
-            "biases_pruned": sum(int((m.bias_mask == 0).sum()) for m in linears if hasattr(m, "bias_mask")), "final_test_accuracy": kept[-1],
-            "best_kept_checkpoint_test_accuracy": max(kept), "kept_checkpoints": kept}
+            "momentum": momentum, "weight_sparsity": pruning.global_sparsity(params), "biases_pruned": biases_pruned,
+            "final_test_accuracy": kept[-1], "best_kept_checkpoint_test_accuracy": max(kept), "kept_checkpoints": kept}
 
 
 def _fresh(t, init: str, gen):
@@ -173,14 +176,48 @@ def _fresh(t, init: str, gen):
     return new
 
 
+def summary(folder: str = OUT) -> str:
+    """The committed probe runs as a Markdown table: per variant, the final model's test accuracy and the best
+    kept checkpoint's (what the public code reports), mean ± sd over seeds, and each variant's paired difference
+    from ``ours`` in final accuracy (harness/stats.py's paired t-test, Holm over the variants). Torch-free."""
+    from harness import stats
+    rows = {}
+    for variant in VARIANTS:
+        runs = sorted((json.load(open(os.path.join(folder, variant, f))) for f in os.listdir(os.path.join(folder, variant))
+                       if f.endswith(".json")), key=lambda r: r["seed"]) if os.path.isdir(os.path.join(folder, variant)) else []
+        if runs:
+            rows[variant] = {"seeds": [r["seed"] for r in runs], "acc": [r["final_test_accuracy"] for r in runs],
+                             "best": [r["best_kept_checkpoint_test_accuracy"] for r in runs]}
+    paired = {v: stats.paired_difference(r, rows["ours"]) for v, r in rows.items() if v != "ours" and "ours" in rows}
+    holm = dict(zip(paired, stats.holm_adjust([None if d is None else d[2] for d in paired.values()])))
+    out = ["| variant | init | re-init | biases ranked | momentum | seeds | final test acc (%) | best kept checkpoint (%) "
+           "| final vs ours, pp (paired; Holm) |", "|---|---|---|---|---|---|---|---|---|"]
+    for v, r in rows.items():
+        init, reinit, biases, momentum = VARIANTS[v]
+        acc, best = (stats.mean_sd(r[k], ddof=1) for k in ("acc", "best"))
+        d = paired.get(v)
+        vs = "–" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f} ({'–' if holm[v] is None else f'Holm {holm[v]:.2g}'})"
+        out.append(f"| {v} | {init} | {'yes' if reinit else 'no'} | {'yes' if biases else 'no'} | {momentum:g} | "
+                   f"{len(r['seeds'])} | {_pm(*acc)} | {_pm(*best)} | {vs} |")
+    return "\n".join(out)
+
+
+def _pm(mean: float, sd: float | None) -> str:
+    return f"{mean:.2f}" if sd is None else f"{mean:.2f} ± {sd:.2f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
     p.add_argument("--seeds", default="42,123,456")
     p.add_argument("--data-dir", default="data")
+    p.add_argument("--summary", action="store_true", help="print the committed runs as a table and stop")
     args = p.parse_args(argv)
+    if args.summary:
+        print(summary())
+        return 0
     import torch
-    from results import atomic_write
+    from harness.results import atomic_write
     torch.set_num_threads(1)
     for variant in args.variants.split(","):
         if variant not in VARIANTS:

@@ -21,6 +21,8 @@ LeNet-5 sweep last:
   2. LeNet-300-100 at 98%, 5 seeds, the paper's recipe: dense, snip, progressive, windowed
   3. LeNet-300-100 at 90/95/99%, 3 seeds, SNIP's recipe: snip, progressive, windowed
   4. LeNet-5-Caffe at 99%, 3 seeds, SNIP's recipe: dense, snip, progressive, windowed
+  5. LeNet-300-100 at 98%, 5 seeds, the paper's recipe: grasp, random-erk (is the third study's "SNIP and GraSP
+     below random-ERK" Fashion-MNIST's or the paper's recipe's? added after the first 94 runs)
 
 Two jobs at a time with one thread each; rerunning skips finished runs and resumes killed ones. Then:
 
@@ -52,6 +54,9 @@ SWEEPS = [
     (["--methods", "progressive", "--targets", "0.9,0.95,0.99", *WINDOW, *SNIP, *THREE], LENET300),
     (["--methods", "dense,snip,progressive", "--targets", "0.99", *SNIP, *THREE], LENET5),
     (["--methods", "progressive", "--targets", "0.99", *WINDOW, *SNIP, *THREE], LENET5),
+    # added after the first 94 runs: is "below random-ERK" (the third study) the dataset's or the recipe's?
+    (["--methods", "grasp", "--targets", "0.98", *PAPER, *FIVE], LENET300_PAPER),
+    (["--methods", "random", "--targets", "0.98", "--set", "distribution=erk", *PAPER, *FIVE], LENET300_PAPER),
 ]
 
 if __name__ == "__main__":

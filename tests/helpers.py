@@ -10,8 +10,7 @@ from pathlib import Path
 
 import torch
 
-import harness
-import runfolder
+from harness import loop, runfolder
 import train_baseline
 from pruning import expand_state_dict
 
@@ -31,9 +30,9 @@ def baseline(method: str, data_dir, out, *extra: str, epochs: int = 3) -> list[s
     return ["--dataset", "mnist", "--method", method, *tiny(data_dir, out, *extra, epochs=epochs)]
 
 
-def run(*argv: str, script: harness.Script = train_baseline.SCRIPT) -> int:
+def run(*argv: str, script: loop.Script = train_baseline.SCRIPT) -> int:
     """A training script's exit code, run in this process (so tests can patch the harness)."""
-    return harness.main(script, list(argv))
+    return loop.main(script, list(argv))
 
 
 def script(*argv: str, name: str = "train_dense.py", **kwargs) -> subprocess.CompletedProcess:
@@ -107,15 +106,14 @@ def one_error_line(capsys, code: int, expected_code: int, message: str) -> str:
 
 def config_of(method: str, dataset: str = "mnist", epochs: int = 3, **options):
     """The completed config of ``method`` with these options (as its flags would give them)."""
-    import config
-    import methods
+    from harness import config, methods
     return methods.complete(config.Config(dataset=dataset, method=method, epochs=epochs, batch_size=32,
                                           options=methods.METHODS[method].Options(**options)))
 
 
 def folder_of(method: str, **options) -> str:
     """The results folder a run of ``method`` with these options writes to."""
-    import methods
+    from harness import methods
     return methods.create(config_of(method, **options)).folder()
 
 

@@ -6,8 +6,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import distributed  # noqa: E402
-import harness  # noqa: E402
+from harness import distributed, loop  # noqa: E402
 import train_baseline  # noqa: E402
 
 
@@ -21,8 +20,8 @@ def main(argv: list[str]) -> int:
             current.append(arg)
     runs.append(current)
     try:
-        for run in runs:  # harness.train joins the process group once and keeps it for the next run
-            code = harness.train(harness.parse(train_baseline.SCRIPT, run))
+        for run in runs:  # loop.train joins the process group once and keeps it for the next run
+            code = loop.train(loop.parse(train_baseline.SCRIPT, run))
             if code:
                 return code
         return 0

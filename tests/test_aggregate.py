@@ -9,8 +9,7 @@ import warnings
 import pytest
 
 import aggregate
-import published
-import stats
+from harness import published, stats
 
 PAPER_CIFAR_SEEDS = {42: 95.28, 123: 95.37, 456: 95.13, 789: 95.10, 999: 95.09}  # the paper's five runs
 
@@ -288,8 +287,7 @@ def test_a_bad_published_file_is_one_line(tmp_path, paper_folder, capsys, text, 
 
 
 def test_the_committed_published_figures_name_settings_this_harness_runs():
-    import config
-    import methods
+    from harness import config, methods
     rows = published.load()
     assert len(rows) >= 13 and all(0 < r["accuracy"] <= 100 for r in rows)
     for r in rows:

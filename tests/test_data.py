@@ -1,4 +1,4 @@
-"""data.py: loading from real on-disk formats, batched augmentation == torchvision per image, loader
+"""harness/data.py: loading from real on-disk formats, batched augmentation == torchvision per image, loader
 determinism, subsets, and the ResNet-18."""
 
 import os
@@ -8,8 +8,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-import augment
-import data
+from harness import augment, data
 from conftest import FASHION_MNIST_DIR, write_idx, write_mnist_idx_folder
 
 

@@ -19,13 +19,9 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-import config as config_module
-import data
-import distributed
-import harness
-import methods
+from harness import config as config_module, data, distributed, loop, methods
 import pruning
-from distributed import World
+from harness.distributed import World
 from helpers import ROOT, N_PRUNABLE, read_json, strip_times, tiny as tiny_run, torchrun
 
 slow = pytest.mark.slow  # several processes
@@ -112,10 +108,10 @@ def first_step(rank: int, size: int, data_dir: str, init_file: str | None) -> di
                                   data_dir=data_dir, no_download=True, val_fraction=0.1, device="cpu",
                                   options=methods.Progressive.Options())
     config = methods.complete(config).replace(precision="fp32")
-    run = harness.make_run(config, torch.device("cpu"), {"checkpoint": ""}, world)
+    run = loop.make_run(config, torch.device("cpu"), {"checkpoint": ""}, world)
     run.train_net.train()
     x, y = next(data.iterate_batches(*run.data.train, 32, run.data.train_transform, data.epoch_generator(42, 0)))
-    loss, _, shard = harness.forward_backward(run, x, y)
+    loss, _, shard = loop.forward_backward(run, x, y)
     total = distributed.all_reduce_sum((loss * shard.shape[0] / y.shape[0]).double().reshape(1), world)
     grads = {name: p.grad.clone() for name, p in run.model.named_parameters()}
     if size > 1:

@@ -9,10 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-import distributed
-import dynamic
-import harness
-import method
+from harness import distributed, dynamic, loop, method
 import pruning
 from helpers import N_PRUNABLE, assert_bit_identical, baseline, folder_of, load_model, read_json, run, whole_and_resumed
 
@@ -120,11 +117,11 @@ def test_rigl_drops_the_smallest_weights_and_grows_the_largest_gradients():
     rigl.regrown = 0
     fake = types.SimpleNamespace(params=params, optimizer=opt, world=distributed.World(),
                                  state={"round": 0, "mask_events": []}, refresh_macs=lambda: None)
-    fake._record_event = lambda *event: harness.Run._record_event(fake, *event)
+    fake._record_event = lambda *event: loop.Run._record_event(fake, *event)
     # 5 active: k = int(0.4 * 5) = 2 drops (|-0.1| and |0.3|), then the 2 largest |gradient| inactive ones grow
     grads = torch.tensor([0.0, 9.0, 5.0, 0.0, 1.0, 0.0, 0.0, 7.0])
     masks, reset = rigl.drop_and_grow(fake, 0.4, [grads])
-    harness.Run.set_masks(fake, 10, masks, reset, 0.9, kind="update")  # the harness's one way to set masks
+    loop.Run.set_masks(fake, 10, masks, reset, 0.9, kind="update")  # how a method sets masks it computed itself
     assert layer.weight_mask.tolist() == [[1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]]
     # position 1 was dropped and regrown at once (allowed, as google-research/rigl): it restarts at 0
     assert torch.equal(layer.weight_orig, torch.tensor([[0.5, 0.0, 0.0, 0.9], [0.0, 0.0, -0.7, 0.0]]))
@@ -174,7 +171,7 @@ def test_at_initialisation_methods_take_a_distribution(mnist_idx_dir, tmp_path, 
     assert run(*baseline(method, mnist_idx_dir, tmp_path, "--distribution", "erk", "--target-sparsity", "0.9",
                          "--epochs", "1")) == 0
     result = read_json(tmp_path / "mnist" / f"{method}-erk-0.9" / "seed42.json")
-    from model import ResNet18
+    from harness.networks import ResNet18
     params = pruning.prunable_parameters(ResNet18(1, 10, 8))
     assert [row["total"] - row["nonzero"] for row in result["per_layer"]] == pruning.layer_prune_counts(params, 0.9)
     assert result["params_prunable"] - result["params_nonzero"] == round(0.9 * N_PRUNABLE)

@@ -7,16 +7,15 @@ import os
 import pytest
 import torch
 
-import harness
 import pruning
-import results
+from harness import loop, results
 import train_cifar10
 import train_dense
 import train_mnist
 from conftest import FASHION_MNIST_DIR
 from helpers import (assert_bit_identical, kill_after_checkpoint, load_model, read_json,
                      tiny as tiny_run, whole_and_resumed)
-from model import ResNet18
+from harness.networks import ResNet18
 
 SCRIPTS = {"cifar10": train_cifar10.SCRIPT, "mnist": train_mnist.SCRIPT, "dense": train_dense.SCRIPT}
 REQUIRED_KEYS = {
@@ -29,7 +28,7 @@ HISTORY_KEYS = set(results.HISTORY_KEYS)
 
 
 def run(script: str, *argv: str) -> int:
-    return harness.main(SCRIPTS[script], list(argv))
+    return loop.main(SCRIPTS[script], list(argv))
 
 
 def tiny(data_dir, out, *extra: str) -> list[str]:
@@ -116,7 +115,7 @@ def test_finished_run_is_skipped_and_force_reruns(mnist_idx_dir, tmp_path, capsy
 
 def poison(monkeypatch, at_epoch: int, what: str):
     """Make epoch ``at_epoch`` (0-based) diverge: NaN weights before training, or NaN weights after it."""
-    real_train = harness.train_one_epoch
+    real_train = loop.train_one_epoch
 
     def train(run, epoch):
         if epoch == at_epoch and what == "before":
@@ -127,7 +126,7 @@ def poison(monkeypatch, at_epoch: int, what: str):
             with torch.no_grad():
                 run.model.linear.bias.fill_(float("inf"))
         return out
-    monkeypatch.setattr(harness, "train_one_epoch", train)
+    monkeypatch.setattr(loop, "train_one_epoch", train)
 
 
 def test_divergence_stops_with_the_last_good_checkpoint_kept(mnist_idx_dir, tmp_path, monkeypatch, capsys):
@@ -236,13 +235,13 @@ def test_a_run_started_in_fp32_is_not_resumed_in_bf16(mnist_idx_dir, tmp_path, m
 def test_progress_bar_only_on_a_terminal(monkeypatch):
     from types import SimpleNamespace
 
-    from distributed import World
+    from harness.distributed import World
     run_ = SimpleNamespace(world=World())
     batches = iter(range(3))
     monkeypatch.setattr("sys.stdout.isatty", lambda: False)
-    assert harness.progress(batches, run_, 3, "epoch 1") is batches  # logs and CI: unchanged lines
+    assert loop.progress(batches, run_, 3, "epoch 1") is batches  # logs and CI: unchanged lines
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
-    bar = harness.progress(batches, run_, 3, "epoch 1")
+    bar = loop.progress(batches, run_, 3, "epoch 1")
     assert type(bar).__name__ == "tqdm" and bar.total == 3
     bar.close()
-    assert harness.progress(batches, SimpleNamespace(world=World(rank=1, size=2)), 3, "x") is batches
+    assert loop.progress(batches, SimpleNamespace(world=World(rank=1, size=2)), 3, "x") is batches

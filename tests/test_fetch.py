@@ -9,9 +9,8 @@ import os
 import numpy as np
 import pytest
 
-import data
 import fetch_mnist
-import harness
+from harness import data, loop
 import train_mnist
 from conftest import write_mnist_idx_folder
 from helpers import ROOT, read_json
@@ -87,6 +86,6 @@ def test_the_real_digits_are_mnist_and_a_lenet_learns_them(real_mnist, tmp_path)
     assert splits["train"][0].shape == (60000, 1, 28, 28) and splits["test"][0].shape == (10000, 1, 28, 28)
     argv = ["--data-dir", str(real_mnist), "--no-download", "--arch", "lenet300", "--recipe", "snip", "--epochs", "2",
             "--lr-milestones", "30", "--train-subset", "3000", "--out", str(tmp_path), "--device", "cpu"]
-    assert harness.main(train_mnist.SCRIPT, argv) == 0
+    assert loop.main(train_mnist.SCRIPT, argv) == 0
     r = read_json(tmp_path / "mnist" / "lenet300-progressive-0.744" / "seed42.json")
     assert r["test_accuracy"] > 50  # 2 epochs on 2,700 digits; chance is 10%

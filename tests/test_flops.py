@@ -1,4 +1,4 @@
-"""MACs of dense and masked networks (flops.py) against torch's FlopCounterMode, and the training and inference
+"""MACs of dense and masked networks (harness/flops.py) against torch's FlopCounterMode, and the training and inference
 costs every result records."""
 
 import pytest
@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import flops
+from harness import flops
 import pruning
-from model import ResNet18
+from harness.networks import ResNet18
 from helpers import baseline, read_json, run
 
 

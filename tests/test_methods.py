@@ -1,37 +1,65 @@
-"""Each training method of methods.py, end to end through train_baseline.py on tiny MNIST-format data, checked
+"""Each training method of harness/methods.py, end to end through train_baseline.py on tiny MNIST-format data, checked
 against its own invariant: when it prunes, to what, whether its mask stays fixed, what it rewinds to."""
 
 import pytest
 import torch
 
 import aggregate
-import harness
-import methods
 import pruning
-import ticket
+from harness import loop, methods, ticket
+from harness import method as method_module
+import train_baseline
 import train_mnist
 from helpers import (N_PRUNABLE, assert_bit_identical, baseline, config_of, load_model, masked, read_json, run,
                      tiny, whole_and_resumed)
-from model import ResNet18
+from harness.networks import ResNet18
 
 
 @pytest.fixture
 def recorder(monkeypatch):
     """Records, at the start of every epoch's training, the round, the epoch, the masks and the full state."""
     seen = []
-    real = harness.train_one_epoch
+    real = loop.train_one_epoch
 
     def train(run, epoch):
         state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
         seen.append({"round": run.state["round"], "epoch": epoch, "state": state,
                      "masks": {k: v for k, v in state.items() if k.endswith("_mask")}})
         return real(run, epoch)
-    monkeypatch.setattr(harness, "train_one_epoch", train)
+    monkeypatch.setattr(loop, "train_one_epoch", train)
     return seen
 
 
 def same_masks(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("flags, folder", [  # the folders of the committed studies follow these rules
+    ("--method dense", "dense"),
+    ("--method progressive --target-sparsity 0.9", "progressive-0.9"),
+    ("--method progressive --schedule cubic --prune-every 50 --prune-end 0.75", "progressive-cubic-every50-end0.75-0.744"),
+    ("--method progressive --schedule linear --prune-start 0.1 --prune-every 25", "progressive-every25-start0.1-0.744"),
+    ("--method oneshot", "oneshot-e1-0.744"),
+    ("--method oneshot --prune-start 0.5", "oneshot-at0.5-0.744"),
+    ("--method snip --score-batches 4 --distribution erk", "snip-b4-erk-0.744"),
+    ("--method snip --distribution global --score-batches 1", "snip-0.744"),
+    ("--method grasp --temperature 100 --distribution uniform", "grasp-t100-uniform-0.744"),
+    ("--method grasp --temperature 200 --score-batches 2", "grasp-b2-0.744"),
+    ("--method random --distribution erk", "random-erk-0.744"),
+    ("--method rigl --distribution uniform --update-every 50 --drop-fraction 0.5", "rigl-uniform-every50-drop0.5-0.744"),
+    ("--method set --update-end 0.5 --distribution erk", "set-end0.5-0.744"),
+    ("--method imp --target-sparsity 0.9", "imp-r11-0.9"),
+    ("--method imp --rounds 2 --rewind-epoch 1", "imp-r2-rewind1-0.744"),
+])
+def test_a_folder_is_the_method_then_each_option_off_its_default_by_its_short_form(flags, folder):
+    config = loop.parse(train_baseline.SCRIPT, ["--dataset", "mnist", "--epochs", "3", *flags.split()])
+    assert methods.create(config).folder() == folder
+
+
+def test_no_method_but_the_ticket_writes_its_label_by_hand():
+    hand_written = {name for name, m in methods.METHODS.items() if "label" in vars(m) or any(
+        "label" in vars(base) for base in m.__mro__[1:] if base is not method_module.Method and base is not object)}
+    assert hand_written == {"ticket"}
 
 
 @pytest.mark.parametrize("method", ["snip", "random"])
@@ -50,7 +78,7 @@ def test_snip_keeps_the_highest_gradient_times_weight_scores_and_is_deterministi
     assert same_masks(recorder[0]["masks"], recorder[1]["masks"])
     # Recompute |dL/dw * w| on the first training batch of epoch 0 from a fresh model: the kept weights score
     # at least as high as every pruned one.
-    import data
+    from harness import data
     d = data.prepare_data("mnist", mnist_idx_dir, download=False, val_fraction=0.1, seed=42)
     torch.manual_seed(42)
     model = ResNet18(in_channels=1, width=8)
@@ -205,7 +233,7 @@ class InitMagnitude(methods.AtInitialisation):
 
 def test_a_new_method_is_one_class_and_its_registry_line(mnist_data, tmp_path, monkeypatch, recorder, capsys):
     monkeypatch.setitem(methods.METHODS, InitMagnitude.name, InitMagnitude)  # its line in METHODS
-    script = harness.Script("train_baseline.py", ("mnist", "fashion-mnist"), tuple(methods.METHODS), "", True)
+    script = loop.Script("train_baseline.py", ("mnist", "fashion-mnist"), tuple(methods.METHODS), "", True)
     assert run(*baseline("init-magnitude", mnist_data, tmp_path, "--target-sparsity", "0.5", "--distribution", "erk",
                          epochs=1), script=script) == 0
     result = read_json(tmp_path / "mnist" / "init-magnitude-erk-0.5" / "seed42.json")  # its label, from its options

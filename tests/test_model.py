@@ -1,9 +1,9 @@
-"""model.py: the CIFAR ResNet-18's size and shapes, and the paper notebooks' initialisation."""
+"""harness/networks.py: the CIFAR ResNet-18's size and shapes, and the paper notebooks' initialisation."""
 
 import torch
 from torch import nn
 
-from model import ResNet18
+from harness.networks import ResNet18
 
 
 def test_resnet18_parameter_count_and_shapes():

@@ -5,14 +5,13 @@ import pytest
 import torch
 
 import aggregate
-import config
-import model
+from harness import config, networks
 import pruning
 from helpers import read_json, run, tiny
 
 
 def test_the_torch_free_names_are_the_networks():
-    assert config.ARCHS == tuple(model.ARCHITECTURES) and config.DEFAULT_ARCH in config.ARCHS
+    assert config.ARCHS == tuple(networks.ARCHITECTURES) and config.DEFAULT_ARCH in config.ARCHS
 
 
 @pytest.mark.parametrize("arch, channels, prunable", [
@@ -22,22 +21,22 @@ def test_the_torch_free_names_are_the_networks():
     ("vgg19", 3, 20_024_000),      # GraSP's VGG-19 on CIFAR-10, width 64
 ])
 def test_the_baselines_networks_have_their_papers_sizes(arch, channels, prunable):
-    net = model.build_network(arch, channels, 10, None if arch.startswith("lenet") else 64)
+    net = networks.build_network(arch, channels, 10, None if arch.startswith("lenet") else 64)
     assert sum(getattr(m, n).numel() for m, n in pruning.prunable_parameters(net)) == prunable
 
 
-@pytest.mark.parametrize("arch", list(model.ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(networks.ARCHITECTURES))
 def test_each_network_takes_its_own_input_size(arch):
-    a = model.ARCHITECTURES[arch]
-    net = model.build_network(arch, 1, 7, 4 if a.scalable else None).eval()
+    a = networks.ARCHITECTURES[arch]
+    net = networks.build_network(arch, 1, 7, 4 if a.scalable else None).eval()
     assert net(torch.zeros(2, 1, a.image_size, a.image_size)).shape == (2, 7)
 
 
 def test_which_data_a_network_is_defined_for():
-    assert model.check_architecture("lenet300", 1, 28, None) is None
-    assert "defined for 1-channel 28x28" in model.check_architecture("lenet5", 3, 32, None)
-    assert "--width has no meaning" in model.check_architecture("lenet300", 1, 28, 8)
-    assert model.check_architecture("vgg19", 1, 28, 8) is None  # MNIST is resized to 32 for the CNNs
+    assert networks.check_architecture("lenet300", 1, 28, None) is None
+    assert "defined for 1-channel 28x28" in networks.check_architecture("lenet5", 3, 32, None)
+    assert "--width has no meaning" in networks.check_architecture("lenet300", 1, 28, 8)
+    assert networks.check_architecture("vgg19", 1, 28, 8) is None  # MNIST is resized to 32 for the CNNs
 
 
 def without_width(flags: list[str]) -> list[str]:

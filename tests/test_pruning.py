@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 import pruning
-from model import ResNet18
+from harness.networks import ResNet18
 
 
 def small_cnn(seed: int = 0) -> nn.Module:

@@ -4,15 +4,13 @@ existed read as the recipe they were run with."""
 
 import pytest
 
-import config
-import harness
-import results
+from harness import config, loop, results
 import train_baseline
 from helpers import assert_bit_identical, read_json, whole_and_resumed
 
 
 def completed(*flags: str) -> config.Config:
-    return harness.parse(train_baseline.SCRIPT, ["--dataset", "mnist", "--method", "snip", *flags])
+    return loop.parse(train_baseline.SCRIPT, ["--dataset", "mnist", "--method", "snip", *flags])
 
 
 def test_the_snip_recipe_fills_snips_published_fields_and_flags_override_them():
@@ -47,7 +45,7 @@ BUDGET = ["--dataset", "mnist", "--dummy", "--train-subset", "100", "--val-fract
 
 
 def test_a_step_budget_trains_exactly_its_steps_and_the_lr_steps_at_its_milestones(tmp_path):
-    assert harness.main(train_baseline.SCRIPT, [*BUDGET, "--method", "dense", "--out", str(tmp_path)]) == 0
+    assert loop.main(train_baseline.SCRIPT, [*BUDGET, "--method", "dense", "--out", str(tmp_path)]) == 0
     r = read_json(tmp_path / "mnist" / "lenet300-dense" / "seed42.json")
     assert r["epochs"] == 3 and [row["lr"] for row in r["history"]] == pytest.approx([0.1, 0.05, 0.025])
     cost = r["training_cost"]  # a dense run's training is exactly one dense cycle: 200 images, not 270
@@ -56,7 +54,7 @@ def test_a_step_budget_trains_exactly_its_steps_and_the_lr_steps_at_its_mileston
 
 def test_the_papers_schedule_under_a_step_budget_reaches_its_target_at_the_last_epochs_start(tmp_path):
     argv = [*BUDGET, "--method", "progressive", "--target-sparsity", "0.5", "--out", str(tmp_path)]
-    assert harness.main(train_baseline.SCRIPT, argv) == 0
+    assert loop.main(train_baseline.SCRIPT, argv) == 0
     r = read_json(tmp_path / "mnist" / "lenet300-progressive-0.5" / "seed42.json")
     assert [(e["step"], e["sparsity"]) for e in r["mask_events"]] == [(0, 0.0), (9, 0.25), (18, 0.5)]
 

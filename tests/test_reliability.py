@@ -13,10 +13,7 @@ import time
 import pytest
 import torch
 
-import config
-import data
-import harness
-import runfolder
+from harness import config, data, loop, runfolder
 import train_dense
 import train_mnist
 from helpers import ROOT, baseline as baseline_run, kill_after_checkpoint, run, script, tiny as tiny_run, torchrun
@@ -52,9 +49,9 @@ def test_the_cpu_layout_is_contiguous_unless_asked(mnist_idx_dir):
     d = data.prepare_data("mnist", mnist_idx_dir, download=False, dummy=False, val_fraction=0.1,
                                      train_subset=None, seed=0, device=torch.device("cpu"))
     cpu = torch.device("cpu")
-    model, _ = harness.build_model(cfg, d, cpu, prunes=False)
+    model, _ = loop.build_model(cfg, d, cpu, prunes=False)
     assert all(p.is_contiguous() for p in model.parameters())
-    model, _ = harness.build_model(cfg.replace(channels_last=True), d, cpu, prunes=False)
+    model, _ = loop.build_model(cfg.replace(channels_last=True), d, cpu, prunes=False)
     kernel = model.layer1[0].conv1.weight  # 8 -> 8 channels, 3x3: the two layouts differ
     assert kernel.is_contiguous(memory_format=torch.channels_last) and not kernel.is_contiguous()
 
@@ -106,13 +103,13 @@ def test_under_torchrun_every_rank_stops_when_the_run_is_held(mnist_idx_dir, tmp
 def test_a_result_of_another_recipe_that_appears_meanwhile_is_not_overwritten(mnist_idx_dir, tmp_path, capsys,
                                                                             monkeypatch):
     path = tmp_path / "mnist" / "progressive-0.744" / "seed42.json"
-    real = harness.evaluate
+    real = loop.evaluate
 
     def other_run_finishes_first(run_, split):  # the test-set evaluation is the last step before writing
         if split is run_.data.test and not path.exists():
             path.write_text(json.dumps({"schema": 2, "config": {**run_.config.to_dict(), "lr": 0.05}}))
         return real(run_, split)
-    monkeypatch.setattr(harness, "evaluate", other_run_finishes_first)
+    monkeypatch.setattr(loop, "evaluate", other_run_finishes_first)
     assert run(*tiny(mnist_idx_dir, tmp_path), script=train_mnist.SCRIPT) == 1
     err = capsys.readouterr().err
     assert "not writing this run's result" in err and "lr 0.05 vs 0.1" in err and err.count("\n") == 1

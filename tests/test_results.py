@@ -1,4 +1,4 @@
-"""results.py and config.py: the schema both sides share, reading files of the first release, the config
+"""harness/results.py and harness/config.py: the schema both sides share, reading files of the first release, the config
 that generates the command line, and that neither the loop nor aggregate.py names a method."""
 
 import dataclasses
@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 import aggregate
-import config
-import methods
-import results
+from harness import config, methods, results
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -92,7 +90,7 @@ def test_a_method_takes_exactly_its_own_flags():
 
 
 def test_paper_recipes_cover_every_dataset():
-    import data
+    from harness import data
     assert set(config.PAPER_RECIPES) == set(data.DATASETS)
 
 

@@ -7,11 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-import harness
-import methods
 import pruning
-import record
-import runfolder
+from harness import loop, methods, record, runfolder
 from helpers import (N_PRUNABLE, assert_bit_identical, baseline, folder_of, masked, read_json, run,
                      whole_and_resumed)
 
@@ -22,12 +19,12 @@ STEPS = 6  # per epoch of the tiny data
 def sparsity_per_step(monkeypatch):
     """The measured sparsity of the masks at every training step's forward pass, in order."""
     seen = []
-    real = harness.forward_backward
+    real = loop.forward_backward
 
     def forward_backward(run, x, y):
         seen.append(pruning.global_sparsity(run.params))
         return real(run, x, y)
-    monkeypatch.setattr(harness, "forward_backward", forward_backward)
+    monkeypatch.setattr(loop, "forward_backward", forward_backward)
     return seen
 
 

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 import aggregate
-import harness
-import methods
-import runfolder
+from harness import loop, methods, runfolder
 import train_baseline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,11 +22,11 @@ IN_PROGRESS: list[tuple[str, str]] = [("run_fourth.py", "study/fourth")]  # stil
 
 
 def planned_result(argv: list[str]) -> str | None:
-    """The result file a run's command writes (as harness.train_process names it), without running it; None
+    """The result file a run's command writes (as loop.train_process names it), without running it; None
     for a ticket whose donor's model file is not committed (the first study's): its folder names the donor."""
     if "ticket" in argv and not Path(argv[argv.index("--mask-from") + 1]).with_suffix(".model.pt").exists():
         return None
-    config = harness.parse(train_baseline.SCRIPT, argv)
+    config = loop.parse(train_baseline.SCRIPT, argv)
     return runfolder.run_paths(config, methods.create(config).folder())["result"]
 
 
@@ -50,7 +48,7 @@ def test_the_study_commands_are_exactly_the_committed_runs_and_are_skipped(scrip
     for argv, result in zip(commands, planned):
         if result is None or not Path(result).exists():  # a donor not committed; a run not made yet
             continue
-        assert harness.main(train_baseline.SCRIPT, argv) == 0
+        assert loop.main(train_baseline.SCRIPT, argv) == 0
         said = capsys.readouterr().out
         assert f"{result} is finished (test accuracy" in said, argv
 

@@ -7,8 +7,8 @@ import platform
 
 import torch
 
-from config import Config
-from runfolder import UsageError
+from harness.config import Config
+from harness.runfolder import UsageError
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:

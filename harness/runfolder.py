@@ -18,12 +18,10 @@ import time
 
 import torch
 
-import config as cfg
-import distributed
-import results
-from config import DEFAULT_ARCH, Config
-from distributed import World
-from results import atomic_write
+from harness import config as cfg, distributed, results
+from harness.config import DEFAULT_ARCH, Config
+from harness.distributed import World
+from harness.results import atomic_write
 
 
 class UsageError(Exception):

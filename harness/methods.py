@@ -1,5 +1,5 @@
 """The training methods: dense, the paper's progressive pruning, oneshot, SNIP, random and GraSP here; IMP in
-imp.py; RigL and SET in dynamic.py; the ticket test in ticket.py. The registry (:data:`METHODS`) and the one
+iterative.py; RigL and SET in dynamic.py; the ticket test in ticket.py. The registry (:data:`METHODS`) and the one
 function that completes a config (:func:`complete`) are here too.
 
 Each method is one class (the contract: method.py) holding its options as its own dataclass; adding one is a
@@ -12,16 +12,14 @@ from dataclasses import dataclass
 
 import torch
 
-import data
-import distributed
-import model
 import pruning
-from config import DEFAULT_WIDTH, PAPER_TARGETS, Config, ConfigError, Options, finite, option, option_fields, require, validate, \
+from harness import data, distributed, networks
+from harness.config import DEFAULT_WIDTH, PAPER_TARGETS, Config, ConfigError, Options, finite, option, option_fields, require, validate, \
     with_recipe_defaults
-from dynamic import SET, RigL
-from imp import IterativeMagnitude
-from method import Method, PruningOptions, Sizes, random_scores
-from ticket import Ticket
+from harness.dynamic import SET, RigL
+from harness.iterative import IterativeMagnitude
+from harness.method import Method, PruningOptions, Sizes, random_scores
+from harness.ticket import Ticket
 
 
 
@@ -83,13 +81,14 @@ class Scheduled(Method):
 
 @dataclass(frozen=True)
 class ProgressiveOptions(PruningOptions):
-    schedule: str = option(None, "sparsity schedule: the paper's linear ramp, or cubic (Zhu & Gupta 2017) "
-                                 "(default linear)", choices=("linear", "cubic"))
-    prune_every: int = option(None, "training steps between pruning events (default: one event at the start of "
-                                    "every epoch, the paper's)", int)
-    prune_start: float = option(None, "first pruning event, as a fraction of the cycle's training steps (0)", float)
-    prune_end: float = option(None, "last pruning event (exactly at the target), as a fraction of the cycle's "
-                                    "training steps (default: the start of the last epoch, the paper's)", float)
+    schedule: str = option("sparsity schedule: the paper's linear ramp, or cubic (Zhu & Gupta 2017)",
+                           choices=("linear", "cubic"), default="linear", short="")
+    prune_every: int = option("training steps between pruning events (default: one event at the start of every "
+                              "epoch, the paper's)", int, short="every")
+    prune_start: float = option("first pruning event, as a fraction of the cycle's training steps (default 0)", float,
+                                short="start")
+    prune_end: float = option("last pruning event (exactly at the target), as a fraction of the cycle's training "
+                              "steps (default: the start of the last epoch, the paper's)", float, short="end")
 
 
 class Progressive(Scheduled):
@@ -107,17 +106,6 @@ class Progressive(Scheduled):
     summary = "the paper's: prune by global magnitude on a schedule (linear / cubic; per epoch or every N steps)"
     Options = ProgressiveOptions
 
-    @classmethod
-    def defaults(cls, config: Config) -> dict:
-        return {"schedule": config.options.schedule or "linear"}
-
-    def label(self) -> str:
-        o = self.options
-        return "-".join([self.name] + ([o.schedule] if o.schedule != "linear" else [])
-                        + ([f"every{o.prune_every}"] if o.prune_every is not None else [])
-                        + ([f"start{o.prune_start:g}"] if o.prune_start is not None else [])
-                        + ([f"end{o.prune_end:g}"] if o.prune_end is not None else []))
-
     def events(self, steps_per_epoch: int) -> dict[int, float]:
         c, o = self.config, self.options
         start = 0 if o.prune_start is None else self.step_of(o.prune_start, "prune-start", steps_per_epoch)
@@ -131,9 +119,10 @@ class Progressive(Scheduled):
 
 @dataclass(frozen=True)
 class OneShotOptions(PruningOptions):
-    prune_epoch: int = option(None, "epoch (0-based) at whose start the network is pruned (epochs // 2)", int)
-    prune_start: float = option(None, "the training step at which it prunes, as a fraction of the cycle's training "
-                                      "steps, instead of --prune-epoch", float)
+    prune_epoch: int = option("epoch (0-based) at whose start the network is pruned (default epochs // 2)", int,
+                              short="e")
+    prune_start: float = option("the training step at which it prunes, as a fraction of the cycle's training steps, "
+                                "instead of --prune-epoch", float, short="at")
 
 
 class OneShot(Scheduled):
@@ -155,10 +144,6 @@ class OneShot(Scheduled):
             return {}
         return {"prune_epoch": config.epochs // 2 if o.prune_epoch is None else o.prune_epoch}
 
-    def label(self) -> str:
-        o = self.options
-        return f"{self.name}-e{o.prune_epoch}" if o.prune_start is None else f"{self.name}-at{o.prune_start:g}"
-
     def events(self, steps_per_epoch: int) -> dict[int, float]:
         o = self.options
         step = o.prune_epoch * steps_per_epoch if o.prune_start is None else \
@@ -166,13 +151,17 @@ class OneShot(Scheduled):
         return {step: o.target_sparsity}
 
 
-DISTRIBUTION_HELP = ("how the sparsity is spread over the layers: one global ranking, every layer at the target, "
-                     "or Erdos-Renyi-Kernel (default global)")
+def distribution_option(default: str | None = None):
+    """``--distribution``, the same flag for every method that prunes to its target at once; in the label as its
+    bare value (``random-erk``). At initialisation one global ranking is the default, stored as None."""
+    return option("how the sparsity is spread over the layers: one global ranking, every layer at the target, or "
+                  "Erdos-Renyi-Kernel" + ("" if default else " (default global)"), choices=pruning.DISTRIBUTIONS,
+                  default=default, short="")
 
 
 @dataclass(frozen=True)
 class AtInitialisationOptions(PruningOptions):
-    distribution: str = option(None, DISTRIBUTION_HELP, choices=pruning.DISTRIBUTIONS)
+    distribution: str = distribution_option()
 
 
 class AtInitialisation(Method):
@@ -186,10 +175,7 @@ class AtInitialisation(Method):
         # one global ranking is stored as None, as in results written before --distribution existed, so that
         # `--distribution global` and no flag are one identity
         d = config.options.distribution
-        return {"distribution": None if d in (None, "global") else d}
-
-    def label(self) -> str:
-        return self.name + ("" if self.options.distribution is None else f"-{self.options.distribution}")
+        return {**super().defaults(config), "distribution": None if d in (None, "global") else d}
 
     def scores(self, run) -> dict:
         """``{(module, name): tensor shaped like the weight}``: the lowest are pruned."""
@@ -200,12 +186,37 @@ class AtInitialisation(Method):
                   distribution=self.options.distribution or "global")
 
 
+class ScoredOnData(AtInitialisation):
+    """At initialisation, scored on ``--score-batches`` batches of training images (SNIP, GraSP). Every process
+    scores the same images, so the scores agree across ranks already; they are averaged over the ranks anyway,
+    so that the masks cannot differ."""
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        super().check(config)
+        batches = config.options.score_batches
+        require([("score_batches", batches is None or batches >= 1, f"must be positive, got {batches}")])
+
+    def validate(self, sizes: Sizes) -> None:
+        super().validate(sizes)
+        if self.options.score_batches > sizes.train_batches:
+            raise ConfigError(f"--score-batches {self.options.score_batches} is more than the {sizes.train_batches} "
+                              f"training batches of an epoch")
+
+    def start_round(self, run, r: int) -> None:
+        scores = self.scores(run)
+        for score in scores.values():
+            distributed.all_reduce_sum(score, run.world).div_(run.world.size)
+        run.prune(self.options.target_sparsity, 0, scores=scores, distribution=self.options.distribution or "global")
+
+
 @dataclass(frozen=True)
-class SnipOptions(AtInitialisationOptions):
-    score_batches: int = option(None, "training batches whose |grad * weight| is summed (1)", int)
+class SnipOptions(PruningOptions):  # not AtInitialisationOptions: the label names the batches first
+    score_batches: int = option("training batches whose |grad * weight| is summed", int, default=1, short="b")
+    distribution: str = distribution_option()
 
 
-class Snip(AtInitialisation):
+class Snip(ScoredOnData):
     """SNIP (Lee et al. 2019, "SNIP: Single-shot Network Pruning based on Connection Sensitivity"): at
     initialisation, score every prunable weight by ``|dL/dw * w|``, summed over ``--score-batches`` training
     batches (default 1, as the paper; the first batches of epoch 0, augmented as in training), and keep the
@@ -214,28 +225,6 @@ class Snip(AtInitialisation):
     name = "snip"
     summary = "prune at initialisation by |dL/dw * w| over --score-batches batches, train with the mask"
     Options = SnipOptions
-
-    @classmethod
-    def check(cls, config: Config) -> None:
-        super().check(config)
-        batches = config.options.score_batches
-        require([("score_batches", batches is None or batches >= 1, f"must be positive, got {batches}")])
-
-    @classmethod
-    def defaults(cls, config: Config) -> dict:
-        batches = config.options.score_batches
-        return {**super().defaults(config), "score_batches": 1 if batches is None else batches}
-
-    def label(self) -> str:
-        o = self.options
-        return self.name + ("" if o.score_batches == 1 else f"-b{o.score_batches}") + \
-            ("" if o.distribution is None else f"-{o.distribution}")
-
-    def validate(self, sizes: Sizes) -> None:
-        super().validate(sizes)
-        if self.options.score_batches > sizes.train_batches:
-            raise ConfigError(f"--score-batches {self.options.score_batches} is more than the {sizes.train_batches} "
-                              f"training batches of an epoch")
 
     def scores(self, run) -> dict:
         c, d, model, n_batches = self.config, run.data, run.model, self.options.score_batches
@@ -253,8 +242,6 @@ class Snip(AtInitialisation):
         model.load_state_dict(buffers)
         run.add_train_macs(3 * run.macs[0] * sum(min(c.batch_size, d.train[1].shape[0] - i * c.batch_size)
                                                 for i in range(n_batches)))  # dense scoring passes
-        for score in scores.values():  # equal on every rank already (each scores the same batches); made certain
-            distributed.all_reduce_sum(score, run.world).div_(run.world.size)
         return scores
 
 
@@ -271,13 +258,15 @@ class Random(AtInitialisation):
 
 
 @dataclass(frozen=True)
-class GraspOptions(AtInitialisationOptions):
-    score_batches: int = option(None, "batches of --batch-size class-balanced training images scored (1)", int)
-    temperature: float = option(None, "the logits are divided by this before the loss (200, as the GraSP code)",
-                                float)
+class GraspOptions(PruningOptions):  # not AtInitialisationOptions: the label names batches and temperature first
+    score_batches: int = option("batches of --batch-size class-balanced training images scored", int, default=1,
+                                short="b")
+    temperature: float = option("the logits are divided by this before the loss (as the GraSP code)", float,
+                                default=200.0, short="t")
+    distribution: str = distribution_option()
 
 
-class Grasp(AtInitialisation):
+class Grasp(ScoredOnData):
     """GraSP (Wang, Zhang & Grosse 2020, "Picking Winning Tickets Before Training by Preserving Gradient Flow"),
     as their code computes it: at initialisation, on a class-balanced sample of ``--score-batches`` batches of
     training images (augmented as in training), with the logits divided by ``--temperature`` (200) and plain
@@ -293,28 +282,8 @@ class Grasp(AtInitialisation):
     @classmethod
     def check(cls, config: Config) -> None:
         super().check(config)
-        o = config.options
-        require([("score_batches", o.score_batches is None or o.score_batches >= 1,
-                  f"must be positive, got {o.score_batches}"),
-                 ("temperature", o.temperature is None or (finite(o.temperature) and o.temperature > 0),
-                  f"must be positive, got {o.temperature}")])
-
-    @classmethod
-    def defaults(cls, config: Config) -> dict:
-        o = config.options
-        return {**super().defaults(config), "score_batches": o.score_batches or 1,
-                "temperature": 200.0 if o.temperature is None else o.temperature}
-
-    def label(self) -> str:
-        o = self.options
-        return self.name + ("" if o.score_batches == 1 else f"-b{o.score_batches}") + \
-            ("" if o.temperature == 200 else f"-t{o.temperature:g}") + ("" if o.distribution is None else f"-{o.distribution}")
-
-    def validate(self, sizes: Sizes) -> None:
-        super().validate(sizes)
-        if self.options.score_batches > sizes.train_batches:
-            raise ConfigError(f"--score-batches {self.options.score_batches} is more than the {sizes.train_batches} "
-                              f"training batches of an epoch")
+        t = config.options.temperature
+        require([("temperature", t is None or (finite(t) and t > 0), f"must be positive, got {t}")])
 
     def scores(self, run) -> dict:
         c, d, model, o = self.config, run.data, run.model, self.options
@@ -333,8 +302,6 @@ class Grasp(AtInitialisation):
         model.load_state_dict(buffers)
         run.add_train_macs(9 * run.macs[0] * chosen.numel())  # gradient pass 3x, Hessian-gradient pass 6x (dense)
         scores = {(m, n): orig.detach() * h for (m, n), orig, h in zip(run.params, origs, hg)}
-        for score in scores.values():  # equal on every rank already (each scores the same images); made certain
-            distributed.all_reduce_sum(score, run.world).div_(run.world.size)
         return scores  # w * Hg: run.prune removes the lowest, the highest -w * Hg
 
 
@@ -386,10 +353,10 @@ def with_network(config: Config) -> Config:
     """``config`` with its network checked against the dataset's images and its width filled (64 where
     ``--width`` scales the network; None for the LeNets, whose size is fixed)."""
     spec = data.DATASETS[config.dataset]
-    problem = model.check_architecture(config.arch, spec.in_channels, spec.image_size, config.width)
+    problem = networks.check_architecture(config.arch, spec.in_channels, spec.image_size, config.width)
     if problem:
         raise ConfigError(problem)
-    scalable = model.ARCHITECTURES[config.arch].scalable
+    scalable = networks.ARCHITECTURES[config.arch].scalable
     return config.replace(width=DEFAULT_WIDTH) if scalable and config.width is None else config
 
 

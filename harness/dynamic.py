@@ -8,19 +8,20 @@ from dataclasses import dataclass
 import torch
 
 import pruning
-from config import Config, ConfigError, option, require
-from method import Method, PruningOptions, Sizes, current_mask, random_scores
+from harness.config import Config, ConfigError, option, require
+from harness.method import Method, PruningOptions, Sizes, current_mask, random_scores
 
 
 
 @dataclass(frozen=True)
 class DynamicOptions(PruningOptions):
-    distribution: str = option(None, "how the sparsity is spread over the layers: one global ranking, every layer "
-                                     "at the target, or Erdos-Renyi-Kernel (default erk)", choices=pruning.DISTRIBUTIONS)
-    update_every: int = option(None, "training steps between mask updates (100)", int)
-    update_end: float = option(None, "no mask update from this fraction of the training steps on (0.75)", float)
-    drop_fraction: float = option(None, "fraction of each layer's active weights dropped and regrown at the first "
-                                        "update, cosine-annealed to 0 at --update-end (0.3)", float)
+    distribution: str = option("how the sparsity is spread over the layers: one global ranking, every layer at the "
+                               "target, or Erdos-Renyi-Kernel", choices=pruning.DISTRIBUTIONS, default="erk", short="")
+    update_every: int = option("training steps between mask updates", int, default=100, short="every")
+    update_end: float = option("no mask update from this fraction of the training steps on", float, default=0.75,
+                               short="end")
+    drop_fraction: float = option("fraction of each layer's active weights dropped and regrown at the first update, "
+                                  "cosine-annealed to 0 at --update-end", float, default=0.3, short="drop")
 
 
 class DynamicSparse(Method):
@@ -39,7 +40,6 @@ class DynamicSparse(Method):
     optimizer step on update steps instead)."""
 
     Options = DynamicOptions
-    DEFAULTS = {"distribution": "erk", "update_every": 100, "update_end": 0.75, "drop_fraction": 0.3}
     needs_dense_gradient = False  # RigL: keep d loss / d (mask * weight) on update steps
 
     def __init__(self, config: Config) -> None:
@@ -58,17 +58,6 @@ class DynamicSparse(Method):
             ("drop_fraction", o.drop_fraction is None or 0.0 < o.drop_fraction < 1.0,
              f"must be in (0, 1), got {o.drop_fraction}"),
         ])
-
-    @classmethod
-    def defaults(cls, config: Config) -> dict:
-        o = config.options
-        return {k: v if getattr(o, k) is None else getattr(o, k) for k, v in cls.DEFAULTS.items()}
-
-    def label(self) -> str:
-        short = {"distribution": "", "update_every": "every", "update_end": "end", "drop_fraction": "drop"}
-        o = self.options
-        return "-".join([self.name] + [f"{short[k]}{getattr(o, k):g}" if k != "distribution" else o.distribution
-                                       for k, v in self.DEFAULTS.items() if getattr(o, k) != v])
 
     def end_step(self, steps_per_epoch: int) -> int:
         return round(self.options.update_end * self.cycle_steps(steps_per_epoch))
@@ -93,17 +82,14 @@ class DynamicSparse(Method):
 
     def start_step(self, run, step: int) -> None:
         if self.needs_dense_gradient and self.is_update(run, step):
-            # d loss / d (mask * weight) this step: a pruned weight is exactly 0, so with every mask at 1 the
-            # forward pass is the same, bit for bit, and weight_orig's gradient is the dense one
-            self._masks = [getattr(m, n + "_mask").clone() for m, n in run.params]
-            for m, n in run.params:
-                getattr(m, n + "_mask").fill_(1)  # in place, as every mask change
+            # d loss / d (mask * weight) this step: with every mask open, weight_orig's gradient is the dense one
+            self._masks = run.lift_masks()
 
     def after_backward(self, run, step: int) -> None:
         if not self.is_update(run, step):
             return
-        for (m, n), mask in zip(run.params, self._masks):
-            getattr(m, n + "_mask").copy_(mask)
+        if self._masks:
+            run.lower_masks(self._masks)
         self._masks = []
         if self.needs_dense_gradient:  # this step's backward computed the dense gradient: count it as dense
             run.add_train_macs(3 * (run.macs[0] - run.macs[1]) * run.step_images)

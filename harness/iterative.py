@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from config import Config, ConfigError, option, require
-from method import Method, PruningOptions, Sizes
+from harness.config import Config, ConfigError, option, require
+from harness.method import Method, PruningOptions, Sizes
 
 MAX_ROUNDS = 100  # more rounds than this is a typo (each round is a whole training cycle)
 
 
 @dataclass(frozen=True)
 class IterativeMagnitudeOptions(PruningOptions):
-    rounds: int = option(None, "pruning rounds after the dense round 0 (smallest R with 0.8**R <= 1 - target)", int)
-    rewind_epoch: int = option(None, "epoch of round 0 whose weights every later round rewinds to (0)", int)
+    rounds: int = option("pruning rounds after the dense round 0 (default: the smallest R with 0.8**R <= 1 - "
+                         "target)", int, short="r")
+    rewind_epoch: int = option("epoch of round 0 whose weights every later round rewinds to", int, default=0,
+                               short="rewind")
 
 
 class IterativeMagnitude(Method):
@@ -53,11 +55,7 @@ class IterativeMagnitude(Method):
             rounds = 1
             while 0.8 ** rounds > 1.0 - o.target_sparsity:
                 rounds += 1
-        return {"rounds": rounds, "rewind_epoch": o.rewind_epoch or 0}
-
-    def label(self) -> str:
-        o = self.options
-        return f"{self.name}-r{o.rounds}" + (f"-rewind{o.rewind_epoch}" if o.rewind_epoch else "")
+        return {**super().defaults(config), "rounds": rounds}
 
     def validate(self, sizes: Sizes) -> None:
         super().validate(sizes)
@@ -82,7 +80,7 @@ class IterativeMagnitude(Method):
     def start_round(self, run, r: int) -> None:
         if r > 0:
             run.prune(self.round_sparsity(r), 0)
-            run.restore(self.rewind, keep_masks=True)
+            run.restore(self.rewind)
 
     def start_epoch(self, run, r: int, epoch: int) -> None:
         if r == 0 and epoch == self.options.rewind_epoch:

@@ -9,9 +9,8 @@ import math
 import os
 from collections import defaultdict
 
-import results
-import stats
-from config import DEFAULT_ARCH
+from harness import results, stats
+from harness.config import DEFAULT_ARCH
 
 
 

@@ -15,11 +15,9 @@ import subprocess
 
 import torch
 
-import devices
-import flops
 import pruning
-import results
-from method import current_mask
+from harness import devices, flops, results
+from harness.method import current_mask
 
 
 def scheduled_sparsity(state: dict, r: int) -> float:
@@ -128,7 +126,7 @@ def cycle_images(run) -> int:
 def git_commit() -> str | None:
     """HEAD's commit; with uncommitted changes to tracked files, ``+dirty-`` and 16 hex digits of a SHA-256 of
     ``git diff HEAD``, so that two runs of different uncommitted sources never claim the same code."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=here, capture_output=True, timeout=30)

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 
-from config import DEFAULT_WIDTH, FIELDS, RECIPE, RUN_FIELDS
+from harness.config import DEFAULT_WIDTH, FIELDS, RECIPE, RUN_FIELDS
 
 SCHEMA = 3  # 3: "mask_events" (was "prune_events"), history "scheduled_sparsity" (was "target_sparsity")
 READABLE_SCHEMAS = (1, 2, 3)

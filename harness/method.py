@@ -1,6 +1,6 @@
 """What a training method is: the hooks the harness calls, its options, and what it may ask of a run.
 
-The harness (harness.py) knows no method by name. Every run makes one object of its method
+The harness (loop.py) knows no method by name. Every run makes one object of its method
 (``methods.create``), asks it how many training rounds it has (one full schedule of ``epochs`` each), and calls
 
 * ``start_round(run, r)`` before the first epoch of round ``r`` (prune at initialisation, rewind, ...),
@@ -8,13 +8,14 @@ The harness (harness.py) knows no method by name. Every run makes one object of 
 * ``start_step(run, step)`` before every training step's forward pass (prune on a step schedule), and
   ``after_backward(run, step)`` once the step's gradients exist, before ``optimizer.step()``; both optional.
 
-``run`` is the harness's :class:`harness.Run`, which offers what methods need: the model, its prunable
-``params``, the optimizer and LR schedule, the data, and the only two ways to change masks:
-``run.prune(sparsity, step, scores, distribution)`` (rank among the active weights and prune to a sparsity)
-and ``run.set_masks(masks, step, reset)`` (masks a method computed itself: regrowth, a donor's mask); both
-record a mask event and check the masks across processes. Also ``run.snapshot()`` / ``run.restore()`` and
-``run.load_initial_weights(seed)``. What a method must remember across a kill is its ``state_dict()``, saved
-in every checkpoint.
+``run`` is the harness's :class:`loop.Run`, which offers what methods need: the model, its prunable ``params``,
+the optimizer and LR schedule, the data, and the ways to change masks: ``run.prune(sparsity, step, scores,
+distribution)`` (rank among the active weights and prune to a sparsity) and ``run.set_masks(step, masks, reset,
+sparsity, kind=...)`` (masks a method computed itself: regrowth, a donor's mask), each recording a mask event and
+checking the masks across processes; and ``run.lift_masks()`` / ``run.lower_masks(saved)`` around one step whose
+gradient must be the dense one (RigL). No method writes a mask buffer itself. Also ``run.snapshot()`` /
+``run.restore(snapshot)`` and ``run.load_initial_weights(seed)``. What a method must remember across a kill is
+its ``state_dict()``, saved in every checkpoint.
 
 A method's options are its own frozen dataclass (``Options``, made of :func:`config.option` fields, each None
 until ``defaults`` fills it); the command line is generated from them. ``check`` refuses bad values before any
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from config import Config, ConfigError, Options, option, require
+from harness.config import Config, ConfigError, Options, option, option_fields, require, value_text
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class Sizes:
 @dataclass(frozen=True)
 class PruningOptions(Options):
     """The option every pruning method has: where its sparsity ends."""
-    target_sparsity: float = option(None, "sparsity at the end of training (default: the paper's for the "
-                                          "dataset, 0.796 CIFAR, 0.744 (Fashion-)MNIST)", float)
+    target_sparsity: float = option("sparsity at the end of training (default: the paper's for the dataset, 0.796 "
+                                    "CIFAR, 0.744 (Fashion-)MNIST)", float)
 
 
 class Method:
@@ -77,9 +78,12 @@ class Method:
 
     @classmethod
     def defaults(cls, config: Config) -> dict:
-        """Values for this method's options that the user left at None (``methods.complete`` has filled the
-        target sparsity already: the paper's for the dataset)."""
-        return {}
+        """Values for this method's options that the user left at None: each option's declared ``default``
+        (``methods.complete`` has filled the target sparsity already: the paper's for the dataset). A method
+        whose defaults derive from other values adds those to this."""
+        o = config.options
+        return {name: f.metadata["default"] for name, f in option_fields(cls.Options).items()
+                if f.metadata["default"] is not None and getattr(o, name) is None}
 
     def validate(self, sizes: Sizes) -> None:
         """Raise ConfigError (one line naming the flag) if the config cannot run on a network and data of these
@@ -89,8 +93,15 @@ class Method:
                               f"weights of this network: no weight would be left")
 
     def label(self) -> str:
-        """The name of this variant in tables and result folders: every option that changes results is in it."""
-        return self.name
+        """The name of this variant in tables and result folders, by one rule: the method's name, then, in the
+        order the options are declared, each option that has a ``short`` form and is neither None nor at its
+        default, as ``short`` + its value (``progressive-cubic-every50-end0.75``)."""
+        parts = [self.name]
+        for name, f in option_fields(self.Options).items():
+            value, short = getattr(self.options, name), f.metadata["short"]
+            if short is not None and value is not None and value != f.metadata["default"]:
+                parts.append(short + value_text(value))
+        return "-".join(parts)
 
     def folder(self) -> str:
         """The results folder of this variant: its label, and the target sparsity when it prunes."""

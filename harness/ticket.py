@@ -13,20 +13,20 @@ from dataclasses import dataclass
 import torch
 
 import pruning
-import results
-from config import MAX_SEED, RUN, Config, ConfigError, option
-from method import Method, PruningOptions
+from harness import results
+from harness.config import MAX_SEED, RUN, Config, ConfigError, option
+from harness.method import Method, PruningOptions
 
 
 @dataclass(frozen=True)
 class TicketOptions(PruningOptions):
-    mask_from: str = option(None, "a finished pruned run (its result JSON or model file)", kind=RUN)
-    reinit: str = option(None, "start from the donor run's initialisation (the LTH test), or a fresh one from "
-                               "--seed (the control) (default donor)", choices=("donor", "random"))
+    mask_from: str = option("a finished pruned run (its result JSON or model file)", kind=RUN)
+    reinit: str = option("start from the donor run's initialisation (the LTH test), or a fresh one from --seed "
+                         "(the control)", choices=("donor", "random"), default="donor")
     # read from the donor: part of the identity, never a flag
-    donor: str = option(None, "the donor run's label and target, read from --mask-from", flag=False)
-    donor_id: str = option(None, "the donor's seed and a hash of its final mask (what the run trains)", flag=False)
-    target_sparsity: float = option(None, "the donor's final target", float, flag=False)
+    donor: str = option("the donor run's label and target, read from --mask-from", flag=False)
+    donor_id: str = option("the donor's seed and a hash of its final mask (what the run trains)", flag=False)
+    target_sparsity: float = option("the donor's final target", float, flag=False)
 
 
 class Ticket(Method):
@@ -44,7 +44,7 @@ class Ticket(Method):
     @classmethod
     def defaults(cls, config: Config) -> dict:
         donor = read_donor(config)
-        return {"reinit": config.options.reinit or "donor",
+        return {**super().defaults(config),
                 "donor": f"{donor['label']}-{donor['target_sparsity']:g}",
                 "donor_id": f"seed{donor['seed']}-mask-{mask_hash(read_donor_weights(config, donor))}",
                 "target_sparsity": donor["target_sparsity"]}
@@ -54,7 +54,7 @@ class Ticket(Method):
         """The label of a ticket of the donor whose results folder is ``donor_folder`` (its label-target)."""
         return f"ticket-{reinit or 'donor'}-{donor_folder}"
 
-    def label(self) -> str:
+    def label(self) -> str:  # by hand: it names the donor's folder, which sweep.py must know before the donor exists
         return self.label_for(self.options.reinit, self.options.donor)
 
     def folder(self) -> str:

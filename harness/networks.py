@@ -1,7 +1,7 @@
 """The networks (``--arch``): ResNet-18, CIFAR variant (3x3 stride-1 stem, no max-pool), as in the paper's
 notebooks; and the baselines' own networks: SNIP's LeNet-300-100, LeNet-5-Caffe and VGG-like, GraSP's VGG-19.
 
-Nothing but the networks: the training harness (harness.py) builds one with the dataset's channels and
+Nothing but the networks: the training harness (loop.py) builds one with the dataset's channels and
 classes and a seeded generator (:func:`build_network`), and pruning.py finds its Conv/Linear weights.
 """
 

@@ -23,20 +23,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-import config as cfg
-import data
-import devices
-import distributed
-import flops
-import methods
-import model as networks
 import pruning
-import record
-import runfolder
-from config import Config
-from distributed import World
-from method import Method, Sizes
-from runfolder import UsageError, WriteFailed
+from harness import config as cfg, data, devices, distributed, flops, methods, networks, record, runfolder
+from harness.config import Config
+from harness.distributed import World
+from harness.method import Method, Sizes
+from harness.runfolder import UsageError, WriteFailed
 
 
 class Diverged(Exception):
@@ -94,7 +86,10 @@ class Run:
         per_epoch = self.steps_per_epoch()
         return min(per_epoch, self.method.cycle_steps(per_epoch) - epoch * per_epoch)
 
-    # The only two ways masks change: prune() ranks, set_masks() takes masks a method computed itself.
+    # Masks change only through these methods (tests/test_layout.py holds every other module to it): prune()
+    # ranks and set_masks() takes masks a method computed itself, each a recorded mask event; lift_masks() and
+    # lower_masks() open every mask for one step's dense gradient and put the same masks back (no event: the
+    # masks after the step are the ones before it). Resuming loads the masks a run's checkpoint holds (make_run).
     def prune(self, sparsity: float, step: int, scores: dict | None = None, distribution: str = "global") -> None:
         """Prune by magnitude (or ``scores``: the lowest go) among the active weights to ``sparsity``, ranked
         globally or per layer (``distribution``), with the optimizer state, and record the event."""
@@ -124,6 +119,20 @@ class Run:
                         value.masked_fill_(zero, 0)
         self._record_event(step, sparsity, kind)
 
+    def lift_masks(self) -> list[torch.Tensor]:
+        """Set every mask to all ones, in place, and return the masks as they were, for :meth:`lower_masks` after
+        the backward pass. A pruned weight is exactly 0, so the forward pass is the same bit for bit and only
+        ``weight_orig``'s gradient changes: it becomes the dense one (RigL's growth score)."""
+        saved = [getattr(m, n + "_mask").clone() for m, n in self.params]
+        for m, n in self.params:
+            getattr(m, n + "_mask").fill_(1)  # in place: every read of the weight and any compiled graph use it
+        return saved
+
+    def lower_masks(self, saved: list[torch.Tensor]) -> None:
+        """Put back, in place, the masks :meth:`lift_masks` returned."""
+        for (m, n), mask in zip(self.params, saved):
+            getattr(m, n + "_mask").copy_(mask)
+
     def _record_event(self, step: int, sparsity: float | None, kind: str) -> None:
         """Note a mask change (round, step within the round, target sparsity, kind) for the result; under
         torchrun, check right away that every rank has the same masks."""
@@ -140,10 +149,10 @@ class Run:
                 "optimizer": copy.deepcopy(self.optimizer.state_dict()),
                 "scheduler": copy.deepcopy(self.scheduler.state_dict())}
 
-    def restore(self, snapshot: dict, keep_masks: bool = True) -> None:
-        """Go back to a :meth:`snapshot`, in place; with ``keep_masks`` the current masks stay (and the weights
-        and optimizer state they prune are zeroed), else the snapshot's come back."""
-        masks = {k: v for k, v in self.model.state_dict().items() if k.endswith("_mask")} if keep_masks else {}
+    def restore(self, snapshot: dict) -> None:
+        """Go back to a :meth:`snapshot`'s weights, optimizer and LR schedule, in place, keeping the current masks
+        (the weights and optimizer state they prune are zeroed): IMP's rewind."""
+        masks = {k: v for k, v in self.model.state_dict().items() if k.endswith("_mask")}
         self.model.load_state_dict({**snapshot["model"], **masks})
         self.optimizer.load_state_dict(snapshot["optimizer"])
         self.scheduler.load_state_dict(snapshot["scheduler"])

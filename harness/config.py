@@ -41,16 +41,33 @@ class ConfigError(Exception):
     """A bad value; the message is one line for the user, and the run exits with code 2."""
 
 
-def setting(default, help: str, kind: str = RECIPE, type=None, choices=None, flag: bool = True):
+def setting(default, help: str, kind: str = RECIPE, type=None, choices=None, flag: bool = True,
+            more: dict | None = None):
     """A field of Config or of a method's options: its default, help text, kind, and how its flag parses
-    (``flag=False``: derived by the method, never given on the command line)."""
+    (``flag=False``: derived by the method, never given on the command line); ``more``: further metadata."""
     return field(default=default, metadata={"help": help, "kind": kind, "type": type, "choices": choices,
-                                            "flag": flag})
+                                            "flag": flag, **(more or {})})
 
 
-def option(default, help: str, type=None, choices=None, flag: bool = True, kind: str = OPTION):
-    """A field of a method's options (:func:`setting` of kind ``option``)."""
-    return setting(default, help, kind, type, choices, flag)
+def option(help: str, type=None, choices=None, *, default=None, short: str | None = None, flag: bool = True,
+           kind: str = OPTION):
+    """A field of a method's options (:func:`setting` of kind ``option``), None until the run's config is completed.
+
+    Args:
+        default: what a run gets when the flag is not given (``Method.defaults`` fills it; the help text says
+            it); None: no constant default (the method derives one, or None is a value).
+        short: how the option shows in the method's label, and so in its results folder: ``short`` and the
+            value (``"every"`` -> ``every50``; ``""``: the bare value), left out while the value is ``default``
+            or None (``Method.label``). None: never in the label.
+    """
+    return setting(None, help if default is None else f"{help} (default {value_text(default)})", kind, type, choices,
+                   flag, {"default": default, "short": short})
+
+
+def value_text(value) -> str:
+    """An option's value as labels and help texts write it: floats in the shortest form (0.75, 200), the rest as
+    str."""
+    return format(value, "g") if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import csv
 import os
 
-from results import DENSE
+from harness.results import DENSE
 
-DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "docs", "published.csv")
+DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "published.csv")
 COLUMNS = ("source", "where", "dataset", "arch", "label", "target_sparsity", "accuracy", "sd", "recipe", "epochs",
            "steps", "batch_size", "lr", "width", "note")
 SETTING = ("recipe", "epochs", "steps", "batch_size", "lr", "width")  # what a row may say of how it was trained

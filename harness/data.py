@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-import augment
+from harness import augment
 
 
 class DataError(Exception):
