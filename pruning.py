@@ -514,7 +514,7 @@ def global_magnitude_prune(
             # In place: every read of `module.name` and any compiled graph use this very buffer.
             mask.masked_fill_(sel.view_as(mask).to(mask.device), 0)
         pruned = (~active).logical_or_(selected)  # every masked entry now, from the bool vectors at hand
-    _zero_entries(parameters, optimizer, pruned.split(sizes))
+    zero_pruned_state(parameters, optimizer, entries=pruned.split(sizes))
     return n_new
 
 
@@ -633,8 +633,10 @@ def _validate_scores(parameters: list[tuple[nn.Module, str]], importance_scores:
 # Optimizer state: pruned entries stay exactly zero in momentum and Adam's moments
 # ----------------------------------------------------------------------------------------------------------
 
-def zero_pruned_state(parameters: ParameterList, optimizer: torch.optim.Optimizer | None = None) -> None:
-    r"""Set pruned entries of ``weight_orig`` and of optimizer state tensors shaped like it to zero.
+def zero_pruned_state(parameters: ParameterList, optimizer: torch.optim.Optimizer | None = None,
+                      entries: Sequence[torch.Tensor] | None = None) -> None:
+    r"""Set pruned entries of ``weight_orig``, of its gradient (if any) and of optimizer state tensors shaped
+    like it to zero.
 
     Why this is enough: the pre-hook makes the gradient of a pruned entry zero, so with the entry,
     its momentum buffer (SGD), ``exp_avg``/``exp_avg_sq``/``max_exp_avg_sq`` (Adam, AdamW) all zero,
@@ -643,6 +645,8 @@ def zero_pruned_state(parameters: ParameterList, optimizer: torch.optim.Optimize
     Args:
         parameters (sequence of (nn.Module, str)): pruned tensors.
         optimizer (torch.optim.Optimizer, optional): optimizer holding ``weight_orig`` parameters.
+        entries (sequence of bool tensors, optional): per tensor, the entries to zero instead of the pruned
+            ones (a mask update that regrows weights resets the regrown entries too, to start them at 0).
 
     Example:
         >>> net = nn.Linear(3, 1)
@@ -652,17 +656,15 @@ def zero_pruned_state(parameters: ParameterList, optimizer: torch.optim.Optimize
         >>> zero_pruned_state([(net, "weight")], opt); net.weight_orig[0, 0].item()
         0.0
     """
-    _zero_entries(parameters, optimizer, [getattr(m, n + "_mask") == 0 for m, n in parameters])
-
-
-def _zero_entries(parameters: ParameterList, optimizer: torch.optim.Optimizer | None, pruned: Sequence) -> None:
-    """Set the entries ``pruned[i]`` (bool, any shape of the tensor's size) of each ``weight_orig`` and of its
-    optimizer state tensors to zero."""
+    if entries is None:
+        entries = [getattr(m, n + "_mask") == 0 for m, n in parameters]
     with torch.no_grad():
-        for (module, name), zero in zip(parameters, pruned):
+        for (module, name), zero in zip(parameters, entries):
             orig = getattr(module, name + "_orig")
             zero = zero.view(orig.shape).to(orig.device)
             orig.masked_fill_(zero, 0.0)  # +0.0 (a multiply by the mask would leave -0.0 for negative weights)
+            if orig.grad is not None:
+                orig.grad.masked_fill_(zero, 0.0)
             if optimizer is None:
                 continue
             for value in optimizer.state.get(orig, {}).values():

@@ -4,8 +4,8 @@ Every run is one command of this project (``train_baseline.py``), started in a p
 pinned to a device of ``--devices`` (``cpu``, or ``cuda:0,cuda:1,...``: several jobs may share a GPU) with
 threads per job set so that the jobs do not oversubscribe the CPU. Rerunning the same command skips finished
 runs and resumes killed ones from their checkpoints (the harness does that), so a sweep continues where it
-stopped. ``ticket`` runs wait for their donor (``--donor``, same target and seed). A failed run does not stop
-the others; a summary at the end lists what finished, was skipped or failed, with log paths. Ctrl-C stops the
+stopped. A method that trains another run's mask (``ticket``) waits for its donor (``--donor``, same target and
+seed) when the sweep makes it. A failed run does not stop the others; a summary at the end lists what finished, was skipped or failed, with log paths. Ctrl-C stops the
 pool: every running job writes nothing beyond its last checkpoint, and the next sweep resumes it.
 
 examples:
@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = "train_baseline.py"
+SCRIPT = "train_baseline.py"  # every run of a sweep is one of its commands (train_baseline.SCRIPT)
 
 
 class SweepError(Exception):
@@ -42,11 +42,13 @@ class SweepError(Exception):
 class Job:
     argv: list[str]  # the script's arguments
     name: str  # method label, target and seed, for progress lines and the log's name
+    result: str  # the result file the run writes: there before it starts, the run is skipped
     waits_for: str | None = None  # a donor's result file that must exist first
     outcome: str = "pending"
     log: str = ""
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)  # set when this job is over, however it ended
 
 
 def split_list(text: str, flag: str, kind=str) -> list:
@@ -118,9 +120,8 @@ def as_flags(combo: dict[str, str]) -> list[str]:
 def build_jobs(args, passthrough: list[str]) -> list[Job]:
     """The grid, donors before the tickets that need them; each command checked by the script's own parser. Runs
     of other values of a swept recipe field go to their own results folder under --out (``lr0.05``, ...)."""
-    from harness import loop, methods
-    script = loop.Script(SCRIPT, ("cifar10", "cifar100", "mnist", "fashion-mnist"), tuple(methods.METHODS),
-                            "", dataset_required=True)
+    from harness import methods
+    from train_baseline import SCRIPT as script
     names = split_list(args.methods, "--methods")
     unknown = [m for m in names if m not in methods.METHODS]
     if unknown:
@@ -135,7 +136,7 @@ def build_jobs(args, passthrough: list[str]) -> list[Job]:
     jobs = []
     for recipe in combinations(common):
         out = ["--out", os.path.join(base_out, "-".join(f"{k}{v}" for k, v in recipe.items()))] if recipe else []
-        for name in sorted(names, key=lambda n: n == "ticket"):  # tickets last: they wait for donors
+        for name in sorted(names, key=lambda n: methods.METHODS[n].needs_donor):  # last: they wait for donors
             method = methods.METHODS[name]
             for target in (targets if method.prunes else [None]):  # dense: once per seed
                 for seed in seeds:
@@ -155,22 +156,24 @@ def out_of(passthrough: list[str]) -> str:
 
 
 def make_job(script, name: str, target, seed: int, flags: list[str], passthrough: list[str], donor: str) -> Job:
-    """One run's command; a ticket's names its donor's result (same target and seed), which it waits for."""
+    """One run's command and the result file it writes; a method that trains a donor's mask (``needs_donor``)
+    names its donor's result (same target and seed) and waits for it."""
     from harness import methods, runfolder
-    from harness.ticket import Ticket
+    method = methods.METHODS[name]
     argv = ["--method", name, "--seed", str(seed)]
-    if target is not None and name != "ticket":  # a ticket's target is its donor's
+    if target is not None and not method.needs_donor:  # a donor's mask comes with the donor's target
         argv += ["--target-sparsity", f"{target:g}"]
     argv += flags
     waits_for = None
-    if name == "ticket":
+    if method.needs_donor:
         cfg = parse(script, argv + passthrough, read_files=False)  # the donor may not exist yet
         waits_for = runfolder.run_paths(cfg, f"{donor}-{target:g}")["result"]
-        argv += ["--mask-from", waits_for]
-        label = Ticket.label_for(cfg.options.reinit, f"{donor}-{target:g}")
+        argv += method.donor_flags(waits_for)
+        folder = method.folder_for(cfg.options, f"{donor}-{target:g}")
     else:
-        label = methods.create(parse(script, argv + passthrough)).folder()
-    return Job(argv + passthrough, f"{label} seed {seed}", waits_for)
+        cfg = parse(script, argv + passthrough)
+        folder = methods.create(cfg).folder()
+    return Job(argv + passthrough, f"{folder} seed {seed}", runfolder.run_paths(cfg, folder)["result"], waits_for)
 
 
 def parse(script, argv: list[str], read_files: bool = True):
@@ -206,36 +209,32 @@ def run_pool(jobs: list[Job], devices: list[str], n_jobs: int, log_dir: str) -> 
     free_slots = list(range(n_jobs))
     lock, stop, done = threading.Lock(), threading.Event(), [0]
 
+    makers = {job.result: job for job in jobs}  # a donor's result file -> the job of this sweep that makes it
+
     def work(job: Job) -> None:
-        while job.waits_for and not os.path.exists(job.waits_for) and not stop.is_set():
-            if all(j.outcome not in ("pending", "running") for j in jobs if j is not job and j.waits_for is None):
-                job.outcome = "failed"
-                job.extra["why"] = f"its donor {job.waits_for} was not produced"
+        try:
+            if job.waits_for and not donor_ready(job, makers.get(job.waits_for), stop):
                 return
-            time.sleep(1.0)
-        if stop.is_set():
-            return
-        with lock:
-            slot = free_slots.pop(0)
-        env, device_args = device_env(devices[slot % len(devices)], threads)
-        job.log = os.path.join(log_dir, job.name.replace(" ", "_") + ".log")
-        job.outcome, start = "running", time.time()
-        with open(job.log, "a") as log:
-            offset = log.tell()  # the log keeps earlier attempts: judge this one by what it wrote
-            proc = subprocess.run([sys.executable, SCRIPT, *job.argv, *device_args], cwd=HERE, stdout=log,
-                                  stderr=subprocess.STDOUT, env={**os.environ, **env})
-        job.seconds = time.time() - start
-        with open(job.log) as log:
-            log.seek(offset)
-            skipped = "is finished (test accuracy" in log.read()
-        job.outcome = "interrupted" if proc.returncode == 130 else "skipped" if skipped and proc.returncode == 0 \
-            else "finished" if proc.returncode == 0 else "failed"
-        with lock:
-            free_slots.append(slot)
-            done[0] += 1
-            print(f"[{time.strftime('%H:%M:%S')}] {done[0]}/{len(jobs)} {job.outcome:<11} {job.seconds:6.0f}s  "
-                  f"{job.name}" + ("" if job.outcome in ("finished", "skipped") else f"  (log: {job.log})"),
-                  flush=True)
+            with lock:
+                slot = free_slots.pop(0)
+            env, device_args = device_env(devices[slot % len(devices)], threads)
+            job.log = os.path.join(log_dir, job.name.replace(" ", "_") + ".log")
+            job.outcome, start, existed = "running", time.time(), os.path.exists(job.result)
+            with open(job.log, "a") as log:
+                proc = subprocess.run([sys.executable, SCRIPT, *job.argv, *device_args], cwd=HERE, stdout=log,
+                                      stderr=subprocess.STDOUT, env={**os.environ, **env})
+            job.seconds = time.time() - start
+            # exit 0 with the result there before: the harness found it finished (of this identity) and skipped it
+            job.outcome = "interrupted" if proc.returncode == 130 else "failed" if proc.returncode else \
+                "skipped" if existed else "finished"
+            with lock:
+                free_slots.append(slot)
+                done[0] += 1
+                print(f"[{time.strftime('%H:%M:%S')}] {done[0]}/{len(jobs)} {job.outcome:<11} {job.seconds:6.0f}s  "
+                      f"{job.name}" + ("" if job.outcome in ("finished", "skipped") else f"  (log: {job.log})"),
+                      flush=True)
+        finally:
+            job.done.set()
 
     with ThreadPoolExecutor(n_jobs) as pool:
         futures = [pool.submit(work, job) for job in jobs]
@@ -247,6 +246,20 @@ def run_pool(jobs: list[Job], devices: list[str], n_jobs: int, log_dir: str) -> 
             for f in futures:
                 f.cancel()
             raise
+
+
+def donor_ready(job: Job, maker: Job | None, stop: threading.Event) -> bool:
+    """Wait until ``job``'s donor result exists: made by ``maker``, a job of this sweep (True once it finished,
+    or was skipped: its result is there), or already there from before. Otherwise ``job`` fails, saying why."""
+    if maker is not None:
+        while not maker.done.wait(timeout=0.5):  # a timeout only to notice Ctrl-C (stop) between waits
+            if stop.is_set():
+                return False
+    if os.path.exists(job.waits_for):
+        return True
+    job.outcome = "failed"
+    job.extra["why"] = f"its donor {job.waits_for} was not produced" + ("" if maker else " (no run of this sweep makes it)")
+    return False
 
 
 def summary(jobs: list[Job]) -> str:

@@ -18,23 +18,24 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import config, data, devices, loop  # noqa: E402
+from harness import config, data, devices, loop, methods  # noqa: E402
+from harness.run import Run, make_run  # noqa: E402
 import train_baseline  # noqa: E402
 from bench_train import cpu_model, sync  # noqa: E402
 
 
-def make(args, method: str, device: torch.device) -> loop.Run:
+def make(args, method: str, device: torch.device) -> Run:
     images = config.PAPER_RECIPES[args.dataset].batch_size * 4
     cfg = loop.parse(train_baseline.SCRIPT, [  # the command line's own path to a run's config
         "--dataset", args.dataset, "--method", method, "--width", str(args.width), "--seed", "0", "--dummy",
         "--val-fraction", "0", "--train-subset", str(images), "--device", device.type,
         "--target-sparsity", str(args.target)])
-    run = loop.make_run(devices.resolve_precision(cfg, device), device, {"checkpoint": ""})
+    run = make_run(devices.resolve_precision(cfg, device), methods.create(cfg), device, {"checkpoint": ""})
     run.method.start_round(run, 0)
     return run
 
 
-def one_step(run: loop.Run, x, y, step: int, update: bool) -> float:
+def one_step(run: Run, x, y, step: int, update: bool) -> float:
     """Seconds of one training step; with ``update``, of the mask update after its backward pass instead."""
     sync(run.device)
     t0 = time.perf_counter()

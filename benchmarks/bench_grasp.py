@@ -18,18 +18,20 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from harness import config, devices, loop  # noqa: E402
+from harness import config, devices, loop, methods, run as harness_run  # noqa: E402
+from harness.run import Run  # noqa: E402
 from interleave import interleaved_medians  # noqa: E402
 
 
-def make_run(args) -> loop.Run:
+def make_run(args) -> Run:
     script = loop.Script("bench_grasp.py", tuple(config.PAPER_RECIPES), ("grasp",), "")
     width = [] if args.width is None else ["--width", str(args.width)]
     cfg = loop.parse(script, ["--dataset", "fashion-mnist", "--arch", args.arch, *width, "--seed", "0", "--dummy",
                                  "--batch-size", str(args.batch_size), "--score-batches", str(args.score_batches),
                                  "--val-fraction", "0", "--train-subset", str(4 * args.batch_size * args.score_batches),
                                  "--device", "cpu"])
-    return loop.make_run(devices.resolve_precision(cfg, torch.device("cpu")), torch.device("cpu"), {"checkpoint": ""})
+    return harness_run.make_run(devices.resolve_precision(cfg, torch.device("cpu")), methods.create(cfg), torch.device("cpu"),
+                                {"checkpoint": ""})
 
 
 def main() -> None:

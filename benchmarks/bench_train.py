@@ -28,7 +28,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import pruning  # noqa: E402
-from harness import config, data, devices, loop, networks, record  # noqa: E402
+from harness import config, data, devices, loop, methods, networks, record  # noqa: E402
+from harness.run import Run, make_run  # noqa: E402
 from interleave import interleaved_medians  # noqa: E402
 
 
@@ -49,13 +50,13 @@ def width_flags(args) -> list[str]:
     return [] if args.width is None else ["--width", str(args.width)]
 
 
-def harness_setup(args, device: torch.device) -> tuple[loop.Run, "callable"]:
+def harness_setup(args, device: torch.device) -> tuple[Run, "callable"]:
     """The harness on synthetic data, masks at 40%, warmed up; and a function timing one epoch of it."""
     script = loop.Script("bench_train.py", tuple(config.PAPER_RECIPES), ("progressive",), "")
     cfg = loop.parse(script, ["--dataset", args.dataset, "--arch", args.arch, *width_flags(args), "--seed", "0",
                                  "--dummy", "--batch-size", str(args.batch_size),
                                  "--val-fraction", "0", "--train-subset", str(args.images), "--device", device.type])
-    run = loop.make_run(devices.resolve_precision(cfg, device), device, {"checkpoint": ""})  # "": a fresh run
+    run = make_run(devices.resolve_precision(cfg, device), methods.create(cfg), device, {"checkpoint": ""})  # "": a fresh run
     pruning.global_magnitude_prune(run.params, 0.4, optimizer=run.optimizer)
     epochs = iter(range(10**6))
     no_op = lambda run, step: None  # noqa: E731
@@ -100,7 +101,7 @@ def bare_setup(args, device: torch.device, channels_last: bool, precision: str):
     return one_pass
 
 
-def bare_loop_setup(args, run: loop.Run):
+def bare_loop_setup(args, run: Run):
     """A plain PyTorch loop over the harness's own training tensors: a shuffle, each batch gathered by index
     and normalised (no augmentation), forward, loss, backward, step; the same network with pruning.py's masks
     at 40%, as the harness trains it. Warmed up."""

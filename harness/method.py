@@ -8,7 +8,7 @@ The harness (loop.py) knows no method by name. Every run makes one object of its
 * ``start_step(run, step)`` before every training step's forward pass (prune on a step schedule), and
   ``after_backward(run, step)`` once the step's gradients exist, before ``optimizer.step()``; both optional.
 
-``run`` is the harness's :class:`loop.Run`, which offers what methods need: the model, its prunable ``params``,
+``run`` is the harness's :class:`run.Run`, which offers what methods need: the model, its prunable ``params``,
 the optimizer and LR schedule, the data, and the ways to change masks: ``run.prune(sparsity, step, scores,
 distribution)`` (rank among the active weights and prune to a sparsity) and ``run.set_masks(step, masks, reset,
 sparsity, kind=...)`` (masks a method computed itself: regrowth, a donor's mask), each recording a mask event and
@@ -58,6 +58,9 @@ class Method:
     Options: type[Options] = PruningOptions  # this method's options
     prunes = True  # attach masks to the prunable weights at build time
     reads_files = False  # its defaults read files (a ticket's donor): methods.complete(read_files=False) skips them
+    # trains a finished run's final mask (the ticket): sweep.py names the donor's result with ``donor_flags`` and
+    # the run's folder with ``folder_for`` before the donor exists, and starts the run once the donor finished
+    needs_donor = False
     # Per-step hooks, ``hook(run, step)`` with the step's index within the round (0-based). None: the method
     # has none, and the loop skips the call.
     start_step = None  # before the step's forward pass (prune on a step schedule)

@@ -20,9 +20,9 @@ from harness import devices, flops, results
 from harness.method import current_mask
 
 
-def scheduled_sparsity(state: dict, r: int) -> float:
+def scheduled_sparsity(state, r: int) -> float:
     """The sparsity of round ``r``'s last mask event so far (0 before any): what the masks should measure."""
-    events = [e for e in state["mask_events"] if e["round"] == r]
+    events = [e for e in state.mask_events if e["round"] == r]
     return events[-1]["sparsity"] if events else 0.0
 
 
@@ -39,7 +39,7 @@ def track_mask_dynamics(run, epochs_done: int, epochs_total: int) -> tuple[dict,
     tickets (You et al. 2020) use this distance; it costs one ranking of the weights per epoch."""
     if not run.method.prunes:
         return {}, None
-    old = run.state["dynamics"]
+    old = run.state.dynamics
     now = pruning.magnitude_mask(run.params, run.method.target(), importance_scores=run.method.mask_scores(run))
     distance = None if "previous" not in old else pruning.mask_distance(
         now, pruning.unpack_mask(old["previous"], now.numel()).to(now.device))
@@ -54,7 +54,7 @@ def track_mask_dynamics(run, epochs_done: int, epochs_total: int) -> tuple[dict,
 def mask_overlaps(run) -> dict[str, dict] | None:
     """For each kept early mask: after how many epochs it was drawn, and the fraction of the final mask's
     weights it contains (1.0: the final mask was already chosen then)."""
-    early = run.state["dynamics"].get("early")
+    early = run.state.dynamics.get("early")
     if not early:
         return None
     final = current_mask(run.params).cpu()
@@ -73,16 +73,16 @@ def empty_layers(run) -> list[str]:
 def warn_empty_layers(run, when: str) -> None:
     """One log line each time the set of prunable tensors without any active weight grows."""
     empty = empty_layers(run)
-    if len(empty) > run.state["empty_layers"]:
+    if len(empty) > run.state.empty_layers:
         print(f"warning: {len(empty)} prunable tensor(s) have no active weight left {when} ({', '.join(empty)}): "
               f"the network is cut there", flush=True)
-    run.state["empty_layers"] = len(empty)
+    run.state.empty_layers = len(empty)
 
 
 def final_result(run, test_loss: float, test_acc: float) -> dict:
     """Describe the run, with its final model's test loss and accuracy (evaluated once, by the harness): the
     result JSON (results.py)."""
-    c, method, history = run.config, run.method, run.state["history"]
+    c, method, history = run.config, run.method, run.state.history
     last_round = [r for r in history if r["round"] == history[-1]["round"] and r["val_accuracy"] is not None]
     best = max(last_round, key=lambda r: r["val_accuracy"]) if last_round else None
     per_layer = [{**row, **macs} for row, macs in zip(pruning.sparsity_report(run.model, run.params),
@@ -100,15 +100,15 @@ def final_result(run, test_loss: float, test_acc: float) -> dict:
         "params_nonzero": n_nonzero, "per_layer": per_layer,
         "empty_layers": [row["name"] for row in per_layer if row["nonzero"] == 0],  # cut: no active weight left
         "epochs": c.epochs, "rounds": method.rounds(), "epochs_trained": len(history),  # the cost
-        "history": history, "config": c.to_dict(), "wall_time_s": run.state["wall_time_s"],
-        "mask_events": run.state["mask_events"],  # every mask change: round, step in the round, sparsity, kind
+        "history": history, "config": c.to_dict(), "wall_time_s": run.state.wall_time_s,
+        "mask_events": run.state.mask_events,  # every mask change: round, step in the round, sparsity, kind
         "inference_macs": flops.inference_cost(per_layer),  # per image, conv and linear layers
-        "training_cost": flops.training_cost(run.state["train_macs"], run.macs[0], cycle_images(run)),
+        "training_cost": flops.training_cost(run.state.train_macs, run.macs[0], cycle_images(run)),
         "early_mask_overlap": mask_overlaps(run),  # would-be final masks at 10/25/50% of training vs the final
         "device": devices.describe_device(run.device), "precision": c.precision,
         "world_size": run.world.size, "backend": run.world.backend,
         "batchnorm": "per process" if run.world.size > 1 and c.no_sync_bn else "global batch",
-        "mask_checks": run.state["mask_checks"],  # per epoch: every rank's mask checksum (all equal)
+        "mask_checks": run.state.mask_checks,  # per epoch: every rank's mask checksum (all equal)
         "losses": "train: with label smoothing; val/test: plain cross-entropy",
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchvision": _torchvision_version()},

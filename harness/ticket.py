@@ -40,6 +40,7 @@ class Ticket(Method):
     summary = "retrain a finished pruned run's final mask (--mask-from) from --reinit donor | random"
     Options = TicketOptions
     reads_files = True
+    needs_donor = True
 
     @classmethod
     def defaults(cls, config: Config) -> dict:
@@ -50,12 +51,16 @@ class Ticket(Method):
                 "target_sparsity": donor["target_sparsity"]}
 
     @staticmethod
-    def label_for(reinit: str | None, donor_folder: str) -> str:
-        """The label of a ticket of the donor whose results folder is ``donor_folder`` (its label-target)."""
-        return f"ticket-{reinit or 'donor'}-{donor_folder}"
+    def donor_flags(result: str) -> list[str]:
+        return ["--mask-from", result]
+
+    @staticmethod
+    def folder_for(options: TicketOptions, donor_folder: str) -> str:
+        """The folder of a ticket of the donor whose results folder is ``donor_folder`` (its label-target)."""
+        return f"ticket-{options.reinit or 'donor'}-{donor_folder}"
 
     def label(self) -> str:  # by hand: it names the donor's folder, which sweep.py must know before the donor exists
-        return self.label_for(self.options.reinit, self.options.donor)
+        return self.folder_for(self.options, self.options.donor)
 
     def folder(self) -> str:
         return self.label()  # the donor's target is already in the label

@@ -77,6 +77,28 @@ def write_cifar100_pickles(root: str, n_train: int = 300, n_test: int = 100) -> 
 
 
 @pytest.fixture
+def spy(monkeypatch):
+    """The one way tests record what the harness does: ``spy(owner, name, before, after=None)`` wraps
+    ``owner.name`` (a function of a module, or a method of a class) for the test and returns the list it fills.
+    Each call appends ``before(*args)`` (taken before the real call; None: nothing), or with ``after``,
+    ``after(that, *args)`` once the real call returned."""
+    def install(owner, name: str, before, after=None) -> list:
+        seen, real = [], getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            record = before(*args, **kwargs)
+            if after is None and record is not None:
+                seen.append(record)
+            out = real(*args, **kwargs)
+            if after is not None and record is not None:
+                seen.append(after(record, *args, **kwargs))
+            return out
+        monkeypatch.setattr(owner, name, wrapper)
+        return seen
+    return install
+
+
+@pytest.fixture
 def cifar100_root(tmp_path, monkeypatch):
     """A tiny CIFAR-100 in torchvision's layout (MD5 check bypassed, as for cifar10_root)."""
     import torchvision.datasets.cifar as tv_cifar

@@ -16,6 +16,9 @@ from pruning import expand_state_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 N_PRUNABLE = 175_048  # ResNet-18 width 8, one input channel
+STEP_BUDGET = ["--dataset", "mnist", "--dummy", "--train-subset", "100", "--val-fraction", "0.1", "--batch-size", "10",
+               "--arch", "lenet300", "--device", "cpu", "--steps", "20", "--lr-schedule", "step", "--lr-milestones",
+               "5,12", "--lr-decay", "0.5"]  # 90 training images: 9 steps an epoch; 20 steps are 9 + 9 + 2
 
 
 def tiny(data_dir, out, *extra: str, epochs: int = 3) -> list[str]:

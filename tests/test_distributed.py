@@ -22,6 +22,7 @@ from torch import nn
 from harness import config as config_module, data, distributed, loop, methods
 import pruning
 from harness.distributed import World
+from harness.run import make_run
 from helpers import ROOT, N_PRUNABLE, read_json, strip_times, tiny as tiny_run, torchrun
 
 slow = pytest.mark.slow  # several processes
@@ -108,7 +109,7 @@ def first_step(rank: int, size: int, data_dir: str, init_file: str | None) -> di
                                   data_dir=data_dir, no_download=True, val_fraction=0.1, device="cpu",
                                   options=methods.Progressive.Options())
     config = methods.complete(config).replace(precision="fp32")
-    run = loop.make_run(config, torch.device("cpu"), {"checkpoint": ""}, world)
+    run = make_run(config, methods.create(config), torch.device("cpu"), {"checkpoint": ""}, world)
     run.train_net.train()
     x, y = next(data.iterate_batches(*run.data.train, 32, run.data.train_transform, data.epoch_generator(42, 0)))
     loss, _, shard = loop.forward_backward(run, x, y)

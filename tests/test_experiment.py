@@ -9,11 +9,12 @@ import torch
 
 import pruning
 from harness import loop, results
+import train_baseline
 import train_cifar10
 import train_dense
 import train_mnist
 from conftest import FASHION_MNIST_DIR
-from helpers import (assert_bit_identical, kill_after_checkpoint, load_model, read_json,
+from helpers import (STEP_BUDGET, assert_bit_identical, kill_after_checkpoint, load_model, read_json,
                      tiny as tiny_run, whole_and_resumed)
 from harness.networks import ResNet18
 
@@ -96,11 +97,41 @@ def test_cubic_schedule_reaches_the_target(mnist_idx_dir, tmp_path):
     assert result["history"][1]["scheduled_sparsity"] == pytest.approx(0.744 * (1 - 0.5 ** 3))
 
 
-def test_kill_and_resume_gives_the_same_result(cifar10_root, tmp_path, monkeypatch):
-    whole, resumed, a, b = whole_and_resumed(  # killed right after the checkpoint of epoch 2
-        monkeypatch, tmp_path, lambda out: tiny(cifar10_root, out, "--epochs", "3", "--seed", "7"),
-        ("cifar10", "progressive-0.796"), 7, lambda state: state["epoch"] == 2, script=train_cifar10.SCRIPT)
-    assert_bit_identical(whole, resumed, a, b)  # bit-identical on CPU
+RESUMES = {  # a run killed right after a checkpoint and rerun ends bit-identical to one never killed (on the CPU)
+    # case: (data fixture, script, its flags, results folder, seed, the checkpoint it is killed after)
+    "the paper's CIFAR-10 script, after epoch 2 of 3": (
+        "cifar10_root", train_cifar10.SCRIPT, ["--epochs", "3", "--seed", "7"], ("cifar10", "progressive-0.796"), 7,
+        lambda state: state["epoch"] == 2),
+    "half-way up a step ramp (6 events, at steps 0..15)": (
+        "mnist_idx_dir", train_baseline.SCRIPT, ["--dataset", "mnist", "--method", "progressive", "--epochs", "3",
+                                                 "--target-sparsity", "0.8", "--prune-every", "3", "--prune-end", "0.8",
+                                                 "--seed", "5"],
+        ("mnist", "progressive-every3-end0.8-0.8"), 5, lambda state: state["epoch"] == 1),
+    "inside IMP's round 1": (
+        "mnist_idx_dir", train_baseline.SCRIPT, ["--dataset", "mnist", "--method", "imp", "--epochs", "2", "--rounds",
+                                                 "2", "--target-sparsity", "0.6", "--seed", "3"],
+        ("mnist", "imp-r2-0.6"), 3, lambda state: (state["round"], state["epoch"]) == (1, 1)),
+    "in the middle of RigL's updates": (
+        "mnist_idx_dir", train_baseline.SCRIPT, ["--dataset", "mnist", "--method", "rigl", "--update-every", "2",
+                                                 "--epochs", "3", "--seed", "4", "--target-sparsity", "0.5"],
+        ("mnist", "rigl-every2-0.5"), 4, lambda state: state["epoch"] == 1),
+    "mid-way through a step budget": (
+        None, train_baseline.SCRIPT, [*STEP_BUDGET, "--method", "progressive", "--target-sparsity", "0.5"],
+        ("mnist", "lenet300-progressive-0.5"), 42, lambda state: state["epoch"] == 1),
+}
+
+
+@pytest.mark.parametrize("case", RESUMES)
+def test_a_killed_run_resumes_bit_identically(case, request, tmp_path, monkeypatch):
+    fixture, script, flags, folder, seed, kill_when = RESUMES[case]
+    if fixture is None:
+        argv = lambda out: [*flags, "--out", str(out)]  # noqa: E731
+    else:
+        data = request.getfixturevalue(fixture)
+        argv = lambda out: [*tiny_run(data, out, epochs=3), *flags]  # noqa: E731
+    whole, resumed, a, b = whole_and_resumed(monkeypatch, tmp_path, argv, folder, seed, kill_when, script=script)
+    assert_bit_identical(whole, resumed, a, b)
+    assert whole["early_mask_overlap"] == resumed["early_mask_overlap"]
 
 
 def test_finished_run_is_skipped_and_force_reruns(mnist_idx_dir, tmp_path, capsys):

@@ -101,7 +101,7 @@ def test_no_module_but_pruning_is_longer_than_about_450_lines():
 
 def test_the_loop_and_aggregate_name_no_method():
     from harness import config, methods
-    for module in ("harness.loop", "harness.runfolder", "harness.record", "aggregate", "harness.stats",
+    for module in ("harness.loop", "harness.run", "harness.runfolder", "harness.record", "aggregate", "harness.stats",
                    "harness.plots", "harness.config"):  # results: its two references
         source = path_of(module).read_text()
         for name in set(methods.METHODS) - set(config.RECIPES):  # a recipe may share a method's name: SNIP's
@@ -110,13 +110,13 @@ def test_the_loop_and_aggregate_name_no_method():
 
 
 def test_only_the_run_writes_a_mask_buffer():
-    """Masks change through Run's own methods (prune, set_masks, lift_masks / lower_masks; loop.py says so):
+    """Masks change through Run's own methods (prune, set_masks, lift_masks / lower_masks; run.py says so):
     no other module of the harness, script or study writes a ``*_mask`` buffer in place or assigns one."""
     import re
     writes = re.compile(r"""_mask"?\)?\s*\.\s*(fill_|copy_|zero_|masked_fill_|mul_|set_|data\b|index_put_)|"""
                         r"""\w+_mask\s*\[[^\]]*\]\s*=[^=]""")
     offenders = {m: [line.strip() for line in path_of(m).read_text().splitlines() if writes.search(line)]
-                 for m in MODULES if m not in ("harness.loop", "pruning")}
+                 for m in MODULES if m not in ("harness.run", "pruning")}
     assert {m: lines for m, lines in offenders.items() if lines} == {}
     for line in ('getattr(m, n + "_mask").fill_(1)', 'getattr(m, n + "_mask").copy_(mask)',
                  "module.weight_mask[0] = 0", "run.model.fc.weight_mask.zero_()"):  # the pattern sees each write

@@ -6,7 +6,7 @@ import pytest
 
 from harness import config, loop, results
 import train_baseline
-from helpers import assert_bit_identical, read_json, whole_and_resumed
+from helpers import STEP_BUDGET, read_json
 
 
 def completed(*flags: str) -> config.Config:
@@ -39,9 +39,7 @@ def test_a_config_written_before_the_recipe_fields_reads_as_the_recipe_it_ran(st
     assert results.upgrade_config({"dataset": "cifar10"}, "fp32")["augment"] == "cifar"
 
 
-BUDGET = ["--dataset", "mnist", "--dummy", "--train-subset", "100", "--val-fraction", "0.1", "--batch-size", "10",
-          "--arch", "lenet300", "--device", "cpu", "--steps", "20", "--lr-schedule", "step", "--lr-milestones", "5,12",
-          "--lr-decay", "0.5"]  # 90 training images: 9 steps an epoch; 20 steps are 9 + 9 + 2
+BUDGET = STEP_BUDGET  # 90 training images: 9 steps an epoch; 20 steps are 9 + 9 + 2
 
 
 def test_a_step_budget_trains_exactly_its_steps_and_the_lr_steps_at_its_milestones(tmp_path):
@@ -57,11 +55,3 @@ def test_the_papers_schedule_under_a_step_budget_reaches_its_target_at_the_last_
     assert loop.main(train_baseline.SCRIPT, argv) == 0
     r = read_json(tmp_path / "mnist" / "lenet300-progressive-0.5" / "seed42.json")
     assert [(e["step"], e["sparsity"]) for e in r["mask_events"]] == [(0, 0.0), (9, 0.25), (18, 0.5)]
-
-
-def test_a_run_killed_mid_budget_resumes_bit_identically(monkeypatch, tmp_path):
-    def argv(out):
-        return [*BUDGET, "--method", "progressive", "--target-sparsity", "0.5", "--out", str(out)]
-    found = whole_and_resumed(monkeypatch, tmp_path, argv, ("mnist", "lenet300-progressive-0.5"), 42,
-                              lambda state: state["epoch"] == 1)
-    assert_bit_identical(*found)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from harness import config, data, loop, runfolder
+from harness.run import build_model
 import train_dense
 import train_mnist
 from helpers import ROOT, baseline as baseline_run, kill_after_checkpoint, run, script, tiny as tiny_run, torchrun
@@ -49,9 +50,9 @@ def test_the_cpu_layout_is_contiguous_unless_asked(mnist_idx_dir):
     d = data.prepare_data("mnist", mnist_idx_dir, download=False, dummy=False, val_fraction=0.1,
                                      train_subset=None, seed=0, device=torch.device("cpu"))
     cpu = torch.device("cpu")
-    model, _ = loop.build_model(cfg, d, cpu, prunes=False)
+    model, _ = build_model(cfg, d, cpu, prunes=False)
     assert all(p.is_contiguous() for p in model.parameters())
-    model, _ = loop.build_model(cfg.replace(channels_last=True), d, cpu, prunes=False)
+    model, _ = build_model(cfg.replace(channels_last=True), d, cpu, prunes=False)
     kernel = model.layer1[0].conv1.weight  # 8 -> 8 channels, 3x3: the two layouts differ
     assert kernel.is_contiguous(memory_format=torch.channels_last) and not kernel.is_contiguous()
 

@@ -1,11 +1,14 @@
-"""The networks of --arch: the baselines' exact sizes, their input conventions, and a run of each kind named
-by its network (folder, result, table)."""
+"""harness/networks.py, the networks of --arch: the CIFAR ResNet-18's size, shapes and the paper notebooks'
+initialisation; the baselines' exact sizes, their input conventions, and a run of each kind named by its network
+(folder, result, table)."""
 
 import pytest
 import torch
+from torch import nn
 
 import aggregate
 from harness import config, networks
+from harness.networks import ResNet18
 import pruning
 from helpers import read_json, run, tiny
 
@@ -57,3 +60,24 @@ def test_a_lenet_trains_on_28x28_images_and_its_network_names_its_folder_and_row
     rows = aggregate.build_tables(aggregate.load_results([str(tmp_path)], strict=True), 1)[1]["main"]
     assert sorted((r["arch"], r["label"]) for r in rows) == [
         ("lenet300", "progressive"), ("resnet18", "dense"), ("vgg19", "dense")]
+
+
+def test_resnet18_parameter_count_and_shapes():
+    assert sum(p.numel() for p in ResNet18().parameters()) == 11_173_962
+    thin = ResNet18(in_channels=1, width=8)
+    assert thin(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    assert thin.conv1.weight.shape == (8, 1, 3, 3) and thin.linear.weight.shape == (10, 64)
+    assert ResNet18(num_classes=100, width=8)(torch.zeros(1, 3, 32, 32)).shape == (1, 100)
+
+
+def test_initialisation_as_the_paper_notebooks():
+    torch.manual_seed(0)
+    net = ResNet18(width=16)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
+        if isinstance(m, nn.Conv2d):  # Kaiming normal, fan_out: sd = sqrt(2 / (out_channels * kh * kw))
+            fan_out = m.weight.shape[0] * m.weight[0, 0].numel()
+            if m.weight.numel() > 2000:
+                assert abs(m.weight.std().item() / (2 / fan_out) ** 0.5 - 1) < 0.1
+    assert torch.all(net.linear.bias == 0)  # the classifier bias starts at zero, not PyTorch's uniform default
