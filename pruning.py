@@ -25,14 +25,14 @@ and :func:`from_pretrained` (the library's own calls, masks kept beside the chec
 
 Per training step instead (GMP-style, with a recovery window): ``events = pruning_events("cubic", 0.8,
 start=0, end=int(0.75 * total_steps), every=100)`` and, before step ``t``'s forward pass, ``if t in events:
-global_magnitude_prune(params, events[t], optimizer=optimizer)``. ``distribution="uniform" | "erk"`` spreads
-a target over the layers instead of one global ranking (:func:`layer_prune_counts`).
+global_magnitude_prune(params, events[t], optimizer=optimizer)``. :func:`layerwise_magnitude_prune` (``"uniform"``
+or ``"erk"``) spreads a target over the layers instead of one global ranking (:func:`layer_prune_counts`).
 
 The file, in order (each section starts with a ``# ----`` divider):
 
     Ranking            ActiveL1Unstructured, select_smallest_active
     The tensors        prunable_parameters
-    Pruning            attach_masks, global_magnitude_prune, layer_prune_counts (global | uniform | erk)
+    Pruning            attach_masks, global_magnitude_prune, layerwise_magnitude_prune, layer_prune_counts
     Optimizer state    zero_pruned_state, enforce_masks_after_step
     Schedules          sparsity_schedule, pruning_events
     Reporting          global_sparsity, sparsity_report, format_sparsity_table, make_pruning_permanent
@@ -71,6 +71,7 @@ __all__ = [
     "prunable_parameters",
     "attach_masks",
     "global_magnitude_prune",
+    "layerwise_magnitude_prune",
     "layer_prune_counts",
     "zero_pruned_state",
     "enforce_masks_after_step",
@@ -447,9 +448,9 @@ def global_magnitude_prune(
     sparsity: float,
     optimizer: torch.optim.Optimizer | None = None,
     importance_scores: dict[tuple[nn.Module, str], torch.Tensor] | None = None,
-    distribution: str = "global",
 ) -> int:
-    r"""Prune so that exactly ``round(sparsity * N)`` of the ``N`` entries of all tensors are masked.
+    r"""Prune so that exactly ``round(sparsity * N)`` of the ``N`` entries of all tensors are masked, by one
+    ranking over all of them (:func:`layerwise_magnitude_prune` ranks each tensor alone).
 
     ``sparsity`` is the *overall* fraction, not a fraction of what remains. Only active entries are
     ranked, by the current ``|weight_orig|`` (not the masked copy from the last forward, which can be
@@ -466,9 +467,6 @@ def global_magnitude_prune(
         importance_scores (dict, optional): as in ``torch.nn.utils.prune.global_unstructured``:
             ``{(module, name): tensor shaped like the parameter}``, ranked as given (pass magnitudes
             for magnitude-like criteria); a tensor without an entry is ranked by ``|weight_orig|``.
-        distribution (str): ``"global"`` (default: one ranking over all tensors), or ``"uniform"`` /
-            ``"erk"``: each tensor ranked alone, pruned to its count from :func:`layer_prune_counts`
-            (the total is the same ``round(sparsity * N)``).
 
     Returns:
         int: the number of entries newly pruned by this call.
@@ -485,10 +483,40 @@ def global_magnitude_prune(
         >>> lin = nn.Linear(3, 1); scores = {(lin, "weight"): torch.tensor([[3.0, 1.0, 2.0]])}
         >>> _ = global_magnitude_prune([(lin, "weight")], 0.34, importance_scores=scores); lin.weight_mask
         tensor([[1., 0., 1.]])
+    """
+    return _magnitude_prune(parameters, sparsity, optimizer, importance_scores, "global")
+
+
+def layerwise_magnitude_prune(
+    parameters: ParameterList,
+    sparsity: float,
+    distribution: str = "erk",
+    optimizer: torch.optim.Optimizer | None = None,
+    importance_scores: dict[tuple[nn.Module, str], torch.Tensor] | None = None,
+) -> int:
+    r"""Prune each tensor alone, by its own ranking, to its count from :func:`layer_prune_counts`: every tensor
+    at ``sparsity`` (``"uniform"``) or Erdos-Renyi-Kernel's budgets (``"erk"``); the total is the same
+    ``round(sparsity * N)`` as :func:`global_magnitude_prune`'s, whose other rules hold here too.
+
+    Args:
+        parameters, sparsity, optimizer, importance_scores: as :func:`global_magnitude_prune`.
+        distribution (str): ``"uniform"`` or ``"erk"``.
+
+    Returns:
+        int: the number of entries newly pruned by this call.
+
+    Example:
         >>> net = nn.Sequential(nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 5)); params = prunable_parameters(net)
-        >>> global_magnitude_prune(params, 0.5, distribution="uniform"), [int(m.weight_mask.sum()) for m in (net[0], net[2])]
+        >>> layerwise_magnitude_prune(params, 0.5, "uniform"), [int(m.weight_mask.sum()) for m in (net[0], net[2])]
         (75, [50, 25])
     """
+    if distribution not in DISTRIBUTIONS[1:]:
+        raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS[1:])}, got {distribution!r}")
+    return _magnitude_prune(parameters, sparsity, optimizer, importance_scores, distribution)
+
+
+def _magnitude_prune(parameters: ParameterList, sparsity: float, optimizer, importance_scores,
+                     distribution: str) -> int:
     parameters = attach_masks(parameters)
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
@@ -704,7 +732,7 @@ def enforce_masks_after_step(optimizer: torch.optim.Optimizer, parameters: Param
 # ----------------------------------------------------------------------------------------------------------
 
 def sparsity_schedule(
-    kind: str,
+    shape: str,
     epoch: int,
     epochs: int,
     target: float,
@@ -722,7 +750,7 @@ def sparsity_schedule(
     * ``"cubic"`` (Zhu & Gupta 2017): ``target + (initial - target) * (1 - p) ** 3``.
 
     Args:
-        kind (str): ``"linear"`` or ``"cubic"``.
+        shape (str): ``"linear"`` or ``"cubic"``.
         epoch (int): current epoch, 0-based.
         epochs (int): total epochs.
         target (float): final sparsity in [0, 1).
@@ -739,8 +767,8 @@ def sparsity_schedule(
         >>> [round(sparsity_schedule("cubic", e, 5, 0.8), 3) for e in range(5)]
         [0.0, 0.463, 0.7, 0.788, 0.8]
     """
-    if kind not in ("linear", "cubic"):
-        raise ValueError(f"unknown schedule {kind!r}: use 'linear' or 'cubic'")
+    if shape not in ("linear", "cubic"):
+        raise ValueError(f"unknown schedule {shape!r}: use 'linear' or 'cubic'")
     if epochs < 1 or not 0 <= epoch < epochs:
         raise ValueError(f"need 0 <= epoch < epochs and epochs >= 1, got epoch={epoch}, epochs={epochs}")
     for label, value in (("target", target), ("initial", initial)):
@@ -749,22 +777,22 @@ def sparsity_schedule(
     end_epoch = epochs - 1 if end_epoch is None else end_epoch
     if not 0 <= start_epoch <= end_epoch:
         raise ValueError(f"need 0 <= start_epoch <= end_epoch, got {start_epoch} and {end_epoch}")
-    return _ramp(kind, epoch, start_epoch, end_epoch, target, initial)
+    return _ramp(shape, epoch, start_epoch, end_epoch, target, initial)
 
 
-def _ramp(kind: str, t: int, start: int, end: int, target: float, initial: float) -> float:
+def _ramp(shape: str, t: int, start: int, end: int, target: float, initial: float) -> float:
     """The schedule's one formula, for epochs or steps alike (see :func:`sparsity_schedule`)."""
     if t >= end:
         return float(target)  # exactly the target, no floating-point round trip
     if t <= start:
         return float(initial)
     p = (t - start) / (end - start)
-    if kind == "linear":
+    if shape == "linear":
         return initial + (target - initial) * p
     return target + (initial - target) * (1.0 - p) ** 3
 
 
-def pruning_events(kind: str, target: float, start: int, end: int, every: int,
+def pruning_events(shape: str, target: float, start: int, end: int, every: int,
                    initial: float = 0.0) -> dict[int, float]:
     r"""The step form of :func:`sparsity_schedule`: at which training steps to prune, and to what sparsity.
 
@@ -775,7 +803,7 @@ def pruning_events(kind: str, target: float, start: int, end: int, every: int,
     ``every = steps per epoch``, ``start = 0``, ``end = (epochs - 1) * steps per epoch``.
 
     Args:
-        kind (str): ``"linear"`` or ``"cubic"``.
+        shape (str): ``"linear"`` or ``"cubic"``.
         target (float): final sparsity in [0, 1).
         start (int): the step of the first event (>= 0).
         end (int): the step of the last event (>= start).
@@ -797,14 +825,14 @@ def pruning_events(kind: str, target: float, start: int, end: int, every: int,
         15 0.8859
         20 0.9
     """
-    if kind not in ("linear", "cubic"):
-        raise ValueError(f"unknown schedule {kind!r}: use 'linear' or 'cubic'")
+    if shape not in ("linear", "cubic"):
+        raise ValueError(f"unknown schedule {shape!r}: use 'linear' or 'cubic'")
     if not (0 <= start <= end and every >= 1):
         raise ValueError(f"need 0 <= start <= end and every >= 1, got start={start}, end={end}, every={every}")
     for label, value in (("target", target), ("initial", initial)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{label} sparsity must be in [0, 1), got {value!r}")
-    return {t: _ramp(kind, t, start, end, target, initial) for t in [*range(start, end, every), end]}
+    return {t: _ramp(shape, t, start, end, target, initial) for t in [*range(start, end, every), end]}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -51,11 +51,11 @@ class Job:
     done: threading.Event = field(default_factory=threading.Event)  # set when this job is over, however it ended
 
 
-def split_list(text: str, flag: str, kind=str) -> list:
+def split_list(text: str, flag: str, convert=str) -> list:
     try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
+        values = [convert(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise SweepError(f"{flag} {text!r}: not a comma-separated list of {kind.__name__} values") from None
+        raise SweepError(f"{flag} {text!r}: not a comma-separated list of {convert.__name__} values") from None
     if not values:
         raise SweepError(f"{flag} is empty: the grid has no run")
     return values
@@ -85,7 +85,7 @@ def split_sets(sets: dict[str, list[str]], names: list[str]) -> tuple[dict, dict
         if key in NOT_SWEPT:
             raise SweepError(f"--set {key}: sweep it with {NOT_SWEPT[key]}")
         field = config.FIELDS.get(key)
-        if field is not None and field.metadata["flag"] and field.metadata["kind"] != config.RUN:
+        if field is not None and field.metadata["flag"] and field.metadata["role"] != config.RUN:
             common[key] = values
             continue
         owners = [n for n, _ in offered.get(key, [])]

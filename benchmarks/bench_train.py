@@ -77,7 +77,7 @@ def bare_setup(args, device: torch.device, channels_last: bool, precision: str):
     spec, batch = data.DATASETS[args.dataset], args.batch_size
     torch.manual_seed(0)
     net = networks.build_network(args.arch, spec.in_channels, spec.num_classes, args.width).to(device)
-    size = networks.ARCHITECTURES[args.arch].image_size
+    size = networks.ARCHITECTURES[args.arch].input_size
     x = torch.randn(batch, spec.in_channels, size, size, device=device)
     if channels_last:
         net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)

@@ -2,19 +2,19 @@
 
 A run's config is the fields every run has (:class:`Config`) plus its method's **options**: a small frozen
 dataclass that the method declares itself (``Method.Options`` in methods.py), held in ``Config.options``. Every
-field, common or option, is made with :func:`setting`: a default, a help text, a kind and how its flag parses.
+field, common or option, is made with :func:`setting`: a default, a help text, a role and how its flag parses.
 Words, each with one meaning:
 
-* the **recipe** (kind ``recipe``): how the network is trained (epochs, learning rate, width, precision, ...).
+* the **recipe** (role ``recipe``): how the network is trained (epochs, learning rate, width, precision, ...).
   Runs of different methods are compared only when their recipes agree (``results.recipe_key``). Fields left
   at ``None`` take the named recipe's values for the dataset (``--recipe``: :data:`RECIPES`, the paper's by
   default); the filled values, the recipe's name included, are what a result records.
-* the **task** (kind ``task``): the dataset, the method and the seed.
-* the **options** (kind ``option``): a method's own settings (target sparsity, schedule, rounds, ...).
+* the **task** (role ``task``): the dataset, the method and the seed.
+* the **options** (role ``option``): a method's own settings (target sparsity, schedule, rounds, ...).
 * the **identity**: task + recipe + options, everything but the run fields (:func:`identity`). A checkpoint or
   a finished result is only ever continued or skipped by a run of the same identity, and aggregate.py averages
   runs whose identities differ only in the seed.
-* **run** fields (kind ``run``): where and how a run is done (output folder, data folder, device, ...); an
+* **run** fields (role ``run``): where and how a run is done (output folder, data folder, device, ...); an
   option may be one too (the ticket's ``mask_from``).
 
 A result's JSON holds the config flat (:meth:`Config.to_dict`: the common fields, then the options). Nothing
@@ -41,17 +41,17 @@ class ConfigError(Exception):
     """A bad value; the message is one line for the user, and the run exits with code 2."""
 
 
-def setting(default, help: str, kind: str = RECIPE, type=None, choices=None, flag: bool = True,
+def setting(default, help: str, role: str = RECIPE, type=None, choices=None, flag: bool = True,
             more: dict | None = None):
-    """A field of Config or of a method's options: its default, help text, kind, and how its flag parses
+    """A field of Config or of a method's options: its default, help text, role, and how its flag parses
     (``flag=False``: derived by the method, never given on the command line); ``more``: further metadata."""
-    return field(default=default, metadata={"help": help, "kind": kind, "type": type, "choices": choices,
+    return field(default=default, metadata={"help": help, "role": role, "type": type, "choices": choices,
                                             "flag": flag, **(more or {})})
 
 
 def option(help: str, type=None, choices=None, *, default=None, short: str | None = None, flag: bool = True,
-           kind: str = OPTION):
-    """A field of a method's options (:func:`setting` of kind ``option``), None until the run's config is completed.
+           role: str = OPTION):
+    """A field of a method's options (:func:`setting` of role ``option``), None until the run's config is completed.
 
     Args:
         default: what a run gets when the flag is not given (``Method.defaults`` fills it; the help text says
@@ -60,7 +60,7 @@ def option(help: str, type=None, choices=None, *, default=None, short: str | Non
             value (``"every"`` -> ``every50``; ``""``: the bare value), left out while the value is ``default``
             or None (``Method.label``). None: never in the label.
     """
-    return setting(None, help if default is None else f"{help} (default {value_text(default)})", kind, type, choices,
+    return setting(None, help if default is None else f"{help} (default {value_text(default)})", role, type, choices,
                    flag, {"default": default, "short": short})
 
 
@@ -130,7 +130,7 @@ class Config:
     force: bool = setting(False, "rerun from scratch even if a result or checkpoint exists", RUN, bool)
     script: str = setting(None, "the script that ran", RUN, flag=False)
     # -- the method's own options (its Options dataclass)
-    options: Options = field(default_factory=Options, metadata={"kind": OPTION})
+    options: Options = field(default_factory=Options, metadata={"role": OPTION})
 
     def to_dict(self) -> dict:
         """The flat dict a result's JSON holds: the common fields, then the method's options."""
@@ -145,7 +145,7 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "options"}  # the common fields
-RUN_FIELDS = frozenset(n for n, f in FIELDS.items() if f.metadata["kind"] == RUN)
+RUN_FIELDS = frozenset(n for n, f in FIELDS.items() if f.metadata["role"] == RUN)
 
 
 def option_fields(options: type[Options]) -> dict[str, dataclasses.Field]:
@@ -154,8 +154,8 @@ def option_fields(options: type[Options]) -> dict[str, dataclasses.Field]:
 
 
 def run_fields(config: Config) -> frozenset[str]:
-    """The names of this config's run fields: the common ones and its method's run-kind options."""
-    return RUN_FIELDS | {n for n, f in option_fields(type(config.options)).items() if f.metadata["kind"] == RUN}
+    """The names of this config's run fields: the common ones and its method's options of role ``run``."""
+    return RUN_FIELDS | {n for n, f in option_fields(type(config.options)).items() if f.metadata["role"] == RUN}
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def _flag(name: str) -> str:
 def _add_flag(p: argparse.ArgumentParser, name: str, f: dataclasses.Field, help: str) -> None:
     meta = f.metadata
     if meta["type"] is bool:
-        p.add_argument(_flag(name), action="store_true", default=None if meta["kind"] == OPTION else False,
+        p.add_argument(_flag(name), action="store_true", default=None if meta["role"] == OPTION else False,
                        help=help)
     else:
         p.add_argument(_flag(name), type=meta["type"] or str, choices=meta["choices"], default=f.default,
@@ -327,9 +327,9 @@ def require(checks: list[tuple[str, bool, str]]) -> None:
             raise ConfigError(f"{_flag(name)} {message}")
 
 
-def validate(config: Config) -> Config:
+def check_common(config: Config) -> Config:
     """Return ``config`` if every common value is usable, else raise ConfigError naming the first bad flag.
-    The methods check their own options (``Method.check`` in methods.py)."""
+    The methods check their own options (``Method.check_options`` in methods.py)."""
     c = config
     checks = [
         ("seed", isinstance(c.seed, int) and 0 <= c.seed < MAX_SEED, f"must be in [0, 2**32), got {c.seed}"),

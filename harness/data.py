@@ -37,7 +37,7 @@ class DatasetSpec:
     num_classes: int
     mean: tuple[float, ...]  # Normalize() statistics
     std: tuple[float, ...]
-    image_size: int  # as stored: 32 (CIFAR) or 28 (MNIST-style)
+    stored_size: int  # as stored: 32 (CIFAR) or 28 (MNIST-style)
     augmentations: tuple[str, ...]  # what --augment may name for it (train_transform), the paper's first
     idx_folder: bool  # MNIST-style: may also be read from a bare folder holding the four IDX files
     train_size: int  # the real training set's size: --dummy's stand-in and --steps' epochs
@@ -53,7 +53,7 @@ DATASETS = {  # mean/std: CIFAR-10 and MNIST from the paper's notebooks; CIFAR-1
     "fashion-mnist": DatasetSpec("FashionMNIST", 1, 10, (0.1307,), (0.3081,), 28, ("flip", "none"), True,
                                  60000, 10000),
 }
-IMAGE_SIZE = 32  # the CNNs' input size: MNIST-style data is resized from 28x28 once, at load (the LeNets take 28)
+INPUT_SIZE = 32  # the CNNs' input size: MNIST-style data is resized from 28x28 once, at load (the LeNets take 28)
 IDX_FILES = {  # split -> (images, labels), as distributed by LeCun / Zalando and Debian's dataset packages
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -127,7 +127,7 @@ def steps_per_epoch(name: str, train_subset: int | None, val_fraction: float, ba
     return -(-(n - round(val_fraction * n)) // batch_size)
 
 
-def resize(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
+def resize(images: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
     """Bilinear resize of uint8 (N, C, H, W) images to size x size, rounded back to uint8 (as PIL's Resize)."""
     if images.shape[-2:] == (size, size):
         return images
@@ -156,9 +156,9 @@ def load_torchvision_split(name: str, root: str, train: bool, download: bool) ->
 
 
 def load_dataset(name: str, data_dir: str, download: bool = True,
-                 image_size: int = IMAGE_SIZE) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                 input_size: int = INPUT_SIZE) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Train and test splits as {"train": (images, labels), "test": (...)} on the CPU, images
-    ``image_size`` x ``image_size`` uint8.
+    ``input_size`` x ``input_size`` uint8.
 
     MNIST-style datasets are read directly from ``data_dir`` when it holds the four IDX files (plain or
     gzipped, as Debian's dataset-fashion-mnist installs them); otherwise torchvision's layout under
@@ -173,18 +173,18 @@ def load_dataset(name: str, data_dir: str, download: bool = True,
             images, labels = read_idx_split(*idx_files[split], DATASETS[name].num_classes)
         else:
             images, labels = load_torchvision_split(name, data_dir, train, download)
-        splits[split] = (resize(images, image_size), labels)
+        splits[split] = (resize(images, input_size), labels)
     return splits
 
 
 def synthetic_dataset(name: str, seed: int = 0, train_size: int | None = None,
-                      image_size: int = IMAGE_SIZE) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                      input_size: int = INPUT_SIZE) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Random uint8 images and labels with the dataset's shapes (like --dummy in PyTorch's ImageNet example)."""
     spec = DATASETS[name]
     gen = torch.Generator().manual_seed(seed)
     splits = {}
     for split, n in (("train", train_size or spec.train_size), ("test", spec.test_size)):
-        images = torch.randint(0, 256, (n, spec.in_channels, image_size, image_size), generator=gen, dtype=torch.uint8)
+        images = torch.randint(0, 256, (n, spec.in_channels, input_size, input_size), generator=gen, dtype=torch.uint8)
         splits[split] = (images, torch.randint(0, spec.num_classes, (n,), generator=gen))
     return splits
 
@@ -237,17 +237,17 @@ def prepare_data(
     seed: int = 42,
     device: torch.device | str = "cpu",
     augmentation: str | None = None,
-    image_size: int = IMAGE_SIZE,
+    input_size: int = INPUT_SIZE,
 ) -> Data:
-    """Load a dataset at ``image_size`` x ``image_size``, take the optional class-balanced subset, split off
+    """Load a dataset at ``input_size`` x ``input_size``, take the optional class-balanced subset, split off
     validation, move to ``device``; train through ``augmentation`` (None: the dataset's paper augmentation).
 
     ``train_subset`` draws that many images from the training set *before* the validation split.
     """
     spec = DATASETS[name]
     transform = train_transform(spec, augmentation or spec.augmentations[0])  # a bad --augment before any loading
-    splits = synthetic_dataset(name, seed, image_size=image_size) if dummy else \
-        load_dataset(name, data_dir, download, image_size)
+    splits = synthetic_dataset(name, seed, input_size=input_size) if dummy else \
+        load_dataset(name, data_dir, download, input_size)
     images, labels = splits["train"]
     if train_subset is not None:
         keep = balanced_subset(labels, train_subset, seed)

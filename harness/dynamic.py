@@ -49,8 +49,8 @@ class DynamicSparse(Method):
         self._masks: list = []  # RigL: the masks, kept while an update step trains with every mask at 1
 
     @classmethod
-    def check(cls, config: Config) -> None:
-        super().check(config)
+    def check_options(cls, config: Config) -> None:
+        super().check_options(config)
         o = config.options
         require([
             ("update_every", o.update_every is None or o.update_every >= 1, f"must be at least 1 step, got {o.update_every}"),
@@ -62,8 +62,8 @@ class DynamicSparse(Method):
     def end_step(self, steps_per_epoch: int) -> int:
         return round(self.options.update_end * self.cycle_steps(steps_per_epoch))
 
-    def validate(self, sizes: Sizes) -> None:
-        super().validate(sizes)
+    def check_sizes(self, sizes: Sizes) -> None:
+        super().check_sizes(sizes)
         end = self.end_step(sizes.train_batches)
         if self.options.update_every >= end:
             raise ConfigError(f"--update-every {self.options.update_every}: no mask update falls before --update-end "
@@ -95,7 +95,7 @@ class DynamicSparse(Method):
             run.add_train_macs(3 * (run.macs[0] - run.macs[1]) * run.step_images)
         fraction = self.options.drop_fraction / 2 * (1 + math.cos(math.pi * step / self.end_step(run.steps_per_epoch())))
         masks, reset = self.drop_and_grow(run, fraction, self.grow_scores(run, step))
-        run.set_masks(step, masks, reset, self.options.target_sparsity, kind="update")
+        run.set_masks(step, masks, reset, self.options.target_sparsity, event="update")
 
     def grow_scores(self, run, step: int) -> list[torch.Tensor]:
         """Per prunable tensor, flattened: the higher, the sooner an inactive weight is grown."""

@@ -39,8 +39,8 @@ class IterativeMagnitude(Method):
         self.rewind: dict | None = None  # run.snapshot() at the rewind epoch of round 0
 
     @classmethod
-    def check(cls, config: Config) -> None:
-        super().check(config)
+    def check_options(cls, config: Config) -> None:
+        super().check_options(config)
         c, o = config, config.options
         require([("rounds", o.rounds is None or 1 <= o.rounds <= MAX_ROUNDS,
                   f"must be in [1, {MAX_ROUNDS}], got {o.rounds}"),
@@ -57,8 +57,8 @@ class IterativeMagnitude(Method):
                 rounds += 1
         return {**super().defaults(config), "rounds": rounds}
 
-    def validate(self, sizes: Sizes) -> None:
-        super().validate(sizes)
+    def check_sizes(self, sizes: Sizes) -> None:
+        super().check_sizes(sizes)
         o = self.options
         pruned = [round(self.round_sparsity(r) * sizes.prunable) for r in range(o.rounds + 1)]
         idle = next((r for r in range(1, len(pruned)) if pruned[r] <= pruned[r - 1]), None)

@@ -11,15 +11,15 @@ The harness (loop.py) knows no method by name. Every run makes one object of its
 ``run`` is the harness's :class:`run.Run`, which offers what methods need: the model, its prunable ``params``,
 the optimizer and LR schedule, the data, and the ways to change masks: ``run.prune(sparsity, step, scores,
 distribution)`` (rank among the active weights and prune to a sparsity) and ``run.set_masks(step, masks, reset,
-sparsity, kind=...)`` (masks a method computed itself: regrowth, a donor's mask), each recording a mask event and
+sparsity, event=...)`` (masks a method computed itself: regrowth, a donor's mask), each recording a mask event and
 checking the masks across processes; and ``run.lift_masks()`` / ``run.lower_masks(saved)`` around one step whose
 gradient must be the dense one (RigL). No method writes a mask buffer itself. Also ``run.snapshot()`` /
 ``run.restore(snapshot)`` and ``run.load_initial_weights(seed)``. What a method must remember across a kill is
 its ``state_dict()``, saved in every checkpoint.
 
 A method's options are its own frozen dataclass (``Options``, made of :func:`config.option` fields, each None
-until ``defaults`` fills it); the command line is generated from them. ``check`` refuses bad values before any
-default is derived; ``validate(sizes)`` once the data and the network exist (a target that prunes every weight,
+until ``defaults`` fills it); the command line is generated from them. ``check_options`` refuses bad values before any
+default is derived; ``check_sizes(sizes)`` once the data and the network exist (a target that prunes every weight,
 more SNIP batches than an epoch has, ...): one ``ConfigError`` line each.
 """
 
@@ -71,7 +71,7 @@ class Method:
         self.options = config.options
 
     @classmethod
-    def check(cls, config: Config) -> None:
+    def check_options(cls, config: Config) -> None:
         """Raise ConfigError naming the flag if one of this method's options is out of range (before any
         default is derived from it). Subclasses call this first."""
         o = config.options
@@ -88,7 +88,7 @@ class Method:
         return {name: f.metadata["default"] for name, f in option_fields(cls.Options).items()
                 if f.metadata["default"] is not None and getattr(o, name) is None}
 
-    def validate(self, sizes: Sizes) -> None:
+    def check_sizes(self, sizes: Sizes) -> None:
         """Raise ConfigError (one line naming the flag) if the config cannot run on a network and data of these
         sizes. The default: a pruning method's target must leave at least one weight (as the count rounds)."""
         if self.prunes and round(self.target() * sizes.prunable) >= sizes.prunable:

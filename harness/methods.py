@@ -14,7 +14,7 @@ import torch
 
 import pruning
 from harness import data, distributed, networks
-from harness.config import DEFAULT_WIDTH, PAPER_TARGETS, Config, ConfigError, Options, finite, option, option_fields, require, validate, \
+from harness.config import DEFAULT_WIDTH, PAPER_TARGETS, Config, ConfigError, Options, finite, option, option_fields, require, check_common, \
     with_recipe_defaults
 from harness.dynamic import SET, RigL
 from harness.iterative import IterativeMagnitude
@@ -41,8 +41,8 @@ class Scheduled(Method):
     _events: dict[int, float] | None = None
 
     @classmethod
-    def check(cls, config: Config) -> None:
-        super().check(config)
+    def check_options(cls, config: Config) -> None:
+        super().check_options(config)
         c, o = config, config.options
         start, end = getattr(o, "prune_start", None), getattr(o, "prune_end", None)
         epoch, every = getattr(o, "prune_epoch", None), getattr(o, "prune_every", None)
@@ -59,8 +59,8 @@ class Scheduled(Method):
         """Training step within the cycle -> sparsity to prune to before its forward pass."""
         raise NotImplementedError
 
-    def validate(self, sizes: Sizes) -> None:
-        super().validate(sizes)
+    def check_sizes(self, sizes: Sizes) -> None:
+        super().check_sizes(sizes)
         self.events(sizes.train_batches)  # a window holding no step is refused now, not mid-run
 
     def start_step(self, run, step: int) -> None:
@@ -192,13 +192,13 @@ class ScoredOnData(AtInitialisation):
     so that the masks cannot differ."""
 
     @classmethod
-    def check(cls, config: Config) -> None:
-        super().check(config)
+    def check_options(cls, config: Config) -> None:
+        super().check_options(config)
         batches = config.options.score_batches
         require([("score_batches", batches is None or batches >= 1, f"must be positive, got {batches}")])
 
-    def validate(self, sizes: Sizes) -> None:
-        super().validate(sizes)
+    def check_sizes(self, sizes: Sizes) -> None:
+        super().check_sizes(sizes)
         if self.options.score_batches > sizes.train_batches:
             raise ConfigError(f"--score-batches {self.options.score_batches} is more than the {sizes.train_batches} "
                               f"training batches of an epoch")
@@ -280,8 +280,8 @@ class Grasp(ScoredOnData):
     Options = GraspOptions
 
     @classmethod
-    def check(cls, config: Config) -> None:
-        super().check(config)
+    def check_options(cls, config: Config) -> None:
+        super().check_options(config)
         t = config.options.temperature
         require([("temperature", t is None or (finite(t) and t > 0), f"must be positive, got {t}")])
 
@@ -353,7 +353,7 @@ def with_network(config: Config) -> Config:
     """``config`` with its network checked against the dataset's images and its width filled (64 where
     ``--width`` scales the network; None for the LeNets, whose size is fixed)."""
     spec = data.DATASETS[config.dataset]
-    problem = networks.check_architecture(config.arch, spec.in_channels, spec.image_size, config.width)
+    problem = networks.check_architecture(config.arch, spec.in_channels, spec.stored_size, config.width)
     if problem:
         raise ConfigError(problem)
     scalable = networks.ARCHITECTURES[config.arch].scalable
@@ -381,12 +381,12 @@ def complete(config: Config, read_files: bool = True) -> Config:
     value checked, the method's options checked, the paper's target where a pruning method was given none, and
     the method's own defaults and derived values. ``read_files=False`` stops before defaults that read files
     (a ticket's donor, which a sweep may not have made yet)."""
-    config = with_network(with_budget(validate(with_recipe_defaults(config))))
+    config = with_network(with_budget(check_common(with_recipe_defaults(config))))
     method = METHODS[config.method]
     if not isinstance(config.options, method.Options):
         raise ConfigError(f"--method {config.method}: its options are {method.Options.__name__}, "
                           f"not {type(config.options).__name__}")
-    method.check(config)
+    method.check_options(config)
     target = option_fields(method.Options).get("target_sparsity")
     if target is not None and target.metadata["flag"] and config.options.target_sparsity is None:
         config = config.replace(target_sparsity=PAPER_TARGETS[config.dataset])

@@ -198,7 +198,7 @@ def init_weights(model: nn.Module, linear: str, conv: str = "kaiming_out") -> No
 class Architecture:
     """One ``--arch``: how to build it and the inputs it is defined for."""
     build: Callable[..., nn.Module]  # (in_channels, num_classes[, width])
-    image_size: int  # inputs are fed at image_size x image_size (MNIST's 28x28 is resized to 32 for the CNNs)
+    input_size: int  # inputs are fed at input_size x input_size (MNIST's 28x28 is resized to 32 for the CNNs)
     channels: tuple[int, ...]  # input channels it is defined for
     scalable: bool  # --width scales its channels (default 64)
 
@@ -221,8 +221,8 @@ def build_network(arch: str, in_channels: int, num_classes: int, width: int | No
 def check_architecture(arch: str, in_channels: int, native_size: int, width: int | None) -> str | None:
     """Why ``arch`` cannot train on data of ``in_channels`` x ``native_size``² with ``width`` (None if it can)."""
     a = ARCHITECTURES[arch]
-    if in_channels not in a.channels or (not a.scalable and native_size != a.image_size):
-        return (f"--arch {arch} is defined for {'/'.join(map(str, a.channels))}-channel {a.image_size}x{a.image_size} "
+    if in_channels not in a.channels or (not a.scalable and native_size != a.input_size):
+        return (f"--arch {arch} is defined for {'/'.join(map(str, a.channels))}-channel {a.input_size}x{a.input_size} "
                 f"images; this dataset has {in_channels}x{native_size}x{native_size}")
     if not a.scalable and width is not None:
         return f"--width has no meaning for --arch {arch} (a network of fixed size); leave it out"

@@ -89,7 +89,7 @@ def final_result(run, test_loss: float, test_acc: float) -> dict:
                                                       flops.layer_macs(run.params, run.positions))]
     n_prunable = sum(row["total"] for row in per_layer)
     n_nonzero = sum(row["nonzero"] for row in per_layer)
-    return results.check({
+    return results.check_result({
         "schema": results.SCHEMA, "script": c.script, "dataset": c.dataset, "method": c.method,
         "label": method.label(), "seed": c.seed, "target_sparsity": method.target(),
         "final_sparsity": (n_prunable - n_nonzero) / n_prunable,  # measured from the masks

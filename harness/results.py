@@ -30,14 +30,14 @@ DENSE, PAPER_METHOD = "dense", "progressive"
 NOT_GROUPING = RUN_FIELDS | {"seed", "donor_id", "mask_from"}
 # The recipe: the common fields that are neither the task nor run fields. Every other config entry is a
 # method's option (the methods' Options dataclasses; read here without importing them, or torch).
-RECIPE_FIELDS = frozenset(n for n, f in FIELDS.items() if f.metadata["kind"] == RECIPE)
+RECIPE_FIELDS = frozenset(n for n, f in FIELDS.items() if f.metadata["role"] == RECIPE)
 
 
 class ResultError(Exception):
     """A file that is not a usable result; one line naming the file and the problem."""
 
 
-def check(result: dict, where: str = "result") -> dict:
+def check_result(result: dict, where: str = "result") -> dict:
     """Return ``result`` if it has this schema's shape, else raise ResultError naming what is wrong."""
     if not isinstance(result, dict):
         raise ResultError(f"{where}: not a result object")
@@ -135,7 +135,7 @@ def read_result(path: str) -> dict:
     if isinstance(result, dict) and result.get("schema") not in READABLE_SCHEMAS:
         raise ResultError(f"{path}: unknown schema version {result.get('schema')!r} (this version reads "
                           f"{', '.join(map(str, READABLE_SCHEMAS))})")
-    result = check(upgrade(result), path)
+    result = check_result(upgrade(result), path)
     result["_path"] = path
     return result
 

@@ -92,15 +92,17 @@ class Run:
     def prune(self, sparsity: float, step: int, scores: dict | None = None, distribution: str = "global") -> None:
         """Prune by magnitude (or ``scores``: the lowest go) among the active weights to ``sparsity``, ranked
         globally or per layer (``distribution``), with the optimizer state, and record the event."""
-        pruning.global_magnitude_prune(self.params, sparsity, optimizer=self.optimizer, importance_scores=scores,
-                                       distribution=distribution)
+        if distribution == "global":
+            pruning.global_magnitude_prune(self.params, sparsity, optimizer=self.optimizer, importance_scores=scores)
+        else:
+            pruning.layerwise_magnitude_prune(self.params, sparsity, distribution, self.optimizer, scores)
         self._record_event(step, sparsity, "prune")
 
     def set_masks(self, step: int, masks: list, reset: list | None = None, sparsity: float | None = None, *,
-                  kind: str) -> None:
+                  event: str) -> None:
         """Set each prunable tensor's mask to ``masks[i]`` (bool, its shape; None: unchanged), and set to 0 the
         weight, this step's gradient and the optimizer state at ``reset[i]`` (default: the masked entries), so
-        that a pruned or regrown weight starts from exactly 0; record the event (``sparsity``: its target; ``kind``:
+        that a pruned or regrown weight starts from exactly 0; record the event (``sparsity``: its target; ``event``:
         what it is, e.g. "update" or "load")."""
         changed, zeros = [], []
         with torch.no_grad():
@@ -113,7 +115,7 @@ class Run:
                 changed.append((m, n))
                 zeros.append(~mask if reset is None or reset[i] is None else reset[i].to(buffer.device).view_as(buffer))
         pruning.zero_pruned_state(changed, self.optimizer, entries=zeros)  # weights, gradients, optimizer state
-        self._record_event(step, sparsity, kind)
+        self._record_event(step, sparsity, event)
 
     def lift_masks(self) -> list[torch.Tensor]:
         """Set every mask to all ones, in place, and return the masks as they were, for :meth:`lower_masks` after
@@ -129,14 +131,14 @@ class Run:
         for (m, n), mask in zip(self.params, saved):
             getattr(m, n + "_mask").copy_(mask)
 
-    def _record_event(self, step: int, sparsity: float | None, kind: str) -> None:
+    def _record_event(self, step: int, sparsity: float | None, event: str) -> None:
         """Note a mask change (round, step within the round, target sparsity, kind) for the result; under
         torchrun, check right away that every rank has the same masks."""
         where = f"after the mask event at step {step} of round {self.state.round}"
         if self.world.size > 1:
             distributed.check_masks(self.params, self.world, where)
         self.state.mask_events.append({"round": self.state.round, "step": step, "sparsity": sparsity,
-                                          "kind": kind})
+                                          "kind": event})  # the result's key (schema 3) stays "kind"
         self.refresh_macs()
 
     def snapshot(self) -> dict:
@@ -190,10 +192,10 @@ def make_run(config: Config, method: Method, device: torch.device, paths: dict[s
     d = data.prepare_data(config.dataset, config.data_dir, download=not config.no_download, dummy=config.dummy,
                           val_fraction=config.val_fraction, train_subset=config.train_subset, seed=config.seed,
                           device=device, augmentation=config.augment,
-                          image_size=networks.ARCHITECTURES[config.arch].image_size)
+                          input_size=networks.ARCHITECTURES[config.arch].input_size)
     cfg.check_budget(config, -(-d.train[1].shape[0] // config.batch_size))
     model, params = build_model(config, d, device, method.prunes, world)
-    method.validate(Sizes(prunable=sum(getattr(m, n).numel() for m, n in params),
+    method.check_sizes(Sizes(prunable=sum(getattr(m, n).numel() for m, n in params),
                                   train_batches=-(-d.train[1].shape[0] // config.batch_size)))
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)

@@ -20,7 +20,7 @@ from harness.method import Method, PruningOptions
 
 @dataclass(frozen=True)
 class TicketOptions(PruningOptions):
-    mask_from: str = option("a finished pruned run (its result JSON or model file)", kind=RUN)
+    mask_from: str = option("a finished pruned run (its result JSON or model file)", role=RUN)
     reinit: str = option("start from the donor run's initialisation (the LTH test), or a fresh one from --seed "
                          "(the control)", choices=("donor", "random"), default="donor")
     # read from the donor: part of the identity, never a flag
@@ -84,7 +84,7 @@ class Ticket(Method):
         if n_nonzero != donor["params_nonzero"]:
             raise ConfigError(f"--mask-from {o.mask_from}: its model has {n_nonzero} nonzero prunable "
                               f"weights, its result says {donor['params_nonzero']}")
-        run.set_masks(0, masks, sparsity=o.target_sparsity, kind="load")
+        run.set_masks(0, masks, sparsity=o.target_sparsity, event="load")
 
 
 def control_seed(seed: int, donor_seed: int) -> int:

@@ -121,7 +121,7 @@ def run(variant: str, seed: int, data_dir: str) -> dict:
     from harness.networks import build_network
     init, reinit, rank_biases, momentum = VARIANTS[variant]
     d = data.prepare_data("mnist", data_dir, download=False, val_fraction=0.1, seed=seed, augmentation="none",
-                          image_size=28)
+                          input_size=28)
     torch.manual_seed(seed)  # as the harness's build_model: the same Xavier draw for ``ours``
     model = build_network("lenet300", 1, 10, None)
     gen = torch.Generator().manual_seed(seed)

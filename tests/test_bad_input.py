@@ -11,7 +11,7 @@ from helpers import one_error_line, run, tiny
 
 MNIST, BASELINE, DENSE = train_mnist.SCRIPT, train_baseline.SCRIPT, train_dense.SCRIPT
 CASES = [  # (script, flags after the tiny run's, message)
-    # common fields (config.validate)
+    # common fields (config.check_common)
     (MNIST, ["--target-sparsity", "1.0"], "--target-sparsity must be in [0, 1)"),
     (MNIST, ["--target-sparsity", "-0.1"], "--target-sparsity must be in [0, 1)"),
     (MNIST, ["--epochs", "0"], "--epochs must be positive"),
@@ -28,7 +28,7 @@ CASES = [  # (script, flags after the tiny run's, message)
     (MNIST, ["--label-smoothing", "1.0"], "--label-smoothing must be in [0, 1)"),
     (MNIST, ["--train-subset", "20", "--val-fraction", "0.98"], "leaves an empty split"),
     (MNIST, ["--rounds", "3"], "unrecognized arguments: --rounds 3"),  # not an option of the script's method
-    # the recipe (config.with_recipe_defaults, config.validate, methods.with_budget, config.check_budget)
+    # the recipe (config.with_recipe_defaults, config.check_common, methods.with_budget, config.check_budget)
     (MNIST, ["--recipe", "adam"], "argument --recipe: invalid choice: 'adam' (choose from 'paper', 'snip')"),
     (BASELINE, ["--method", "dense", "--dataset", "cifar10", "--recipe", "snip"],
      "--recipe snip has no recipe for cifar10 (it has: mnist, fashion-mnist)"),
@@ -57,7 +57,7 @@ CASES = [  # (script, flags after the tiny run's, message)
     (MNIST, ["--target-sparsity", "0.5", "--train-subset", "10", "--val-fraction", "0.1"], "the validation split would hold 1 image(s) of 1 class(es)"),
     (MNIST, ["--target-sparsity", "0.5", "--train-subset", "1", "--val-fraction", "0"], "the training split would hold 1 image(s) of 1 class(es)"),
     (MNIST, ["--target-sparsity", "0.5", "--train-subset", "100000"], "--train-subset must be between 1 and 200"),
-    # a method's options (Method.check, the parser, Method.validate)
+    # a method's options (Method.check_options, the parser, Method.check_sizes)
     (BASELINE, ["--method", "imp", "--target-sparsity", "1.5"], "--target-sparsity must be in [0, 1), got 1.5"),
     (BASELINE, ["--method", "imp", "--target-sparsity", "inf"], "--target-sparsity must be in [0, 1), got inf"),
     (BASELINE, ["--method", "snip", "--score-batches", "0"], "--score-batches must be positive, got 0"),

@@ -123,7 +123,7 @@ def test_rigl_drops_the_smallest_weights_and_grows_the_largest_gradients():
     # 5 active: k = int(0.4 * 5) = 2 drops (|-0.1| and |0.3|), then the 2 largest |gradient| inactive ones grow
     grads = torch.tensor([0.0, 9.0, 5.0, 0.0, 1.0, 0.0, 0.0, 7.0])
     masks, reset = rigl.drop_and_grow(fake, 0.4, [grads])
-    Run.set_masks(fake, 10, masks, reset, 0.9, kind="update")  # how a method sets masks it computed itself
+    Run.set_masks(fake, 10, masks, reset, 0.9, event="update")  # how a method sets masks it computed itself
     assert layer.weight_mask.tolist() == [[1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]]
     # position 1 was dropped and regrown at once (allowed, as google-research/rigl): it restarts at 0
     assert torch.equal(layer.weight_orig, torch.tensor([[0.5, 0.0, 0.0, 0.9], [0.0, 0.0, -0.7, 0.0]]))

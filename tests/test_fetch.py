@@ -81,7 +81,7 @@ def real_mnist():
 
 
 def test_the_real_digits_are_mnist_and_a_lenet_learns_them(real_mnist, tmp_path):
-    splits = data.load_dataset("mnist", str(real_mnist), download=False, image_size=28)
+    splits = data.load_dataset("mnist", str(real_mnist), download=False, input_size=28)
     assert splits["train"][1][:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert splits["train"][0].shape == (60000, 1, 28, 28) and splits["test"][0].shape == (10000, 1, 28, 28)
     argv = ["--data-dir", str(real_mnist), "--no-download", "--arch", "lenet300", "--recipe", "snip", "--epochs", "2",

@@ -32,7 +32,7 @@ def test_the_baselines_networks_have_their_papers_sizes(arch, channels, prunable
 def test_each_network_takes_its_own_input_size(arch):
     a = networks.ARCHITECTURES[arch]
     net = networks.build_network(arch, 1, 7, 4 if a.scalable else None).eval()
-    assert net(torch.zeros(2, 1, a.image_size, a.image_size)).shape == (2, 7)
+    assert net(torch.zeros(2, 1, a.input_size, a.input_size)).shape == (2, 7)
 
 
 def test_which_data_a_network_is_defined_for():

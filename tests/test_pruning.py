@@ -382,13 +382,13 @@ def test_schedule_values():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(kind="step"), "unknown schedule"),
+    (dict(shape="step"), "unknown schedule"),
     (dict(epoch=5), "epoch"),
     (dict(target=1.0), "target"),
     (dict(start_epoch=4, end_epoch=2), "start_epoch"),
 ])
 def test_schedule_bad_arguments(kwargs, match):
-    args = dict(kind="linear", epoch=0, epochs=5, target=0.5) | kwargs
+    args = dict(shape="linear", epoch=0, epochs=5, target=0.5) | kwargs
     with pytest.raises(ValueError, match=match):
         pruning.sparsity_schedule(**args)
 

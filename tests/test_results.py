@@ -58,13 +58,13 @@ def test_group_keys_come_from_the_config_fields():
                                      "width", "train_subset", "val_fraction", "dummy",
                                      "eval_batch_size", "no_sync_bn", "precision"}
     for name, f in config.FIELDS.items():  # no method's option among the common fields
-        assert f.metadata["help"] and f.metadata["kind"] in (config.TASK, config.RECIPE, config.RUN), name
+        assert f.metadata["help"] and f.metadata["role"] in (config.TASK, config.RECIPE, config.RUN), name
     for m in methods.METHODS.values():
         for name, f in config.option_fields(m.Options).items():
-            assert name not in config.FIELDS and f.metadata["help"] and f.metadata["kind"] in (config.OPTION, config.RUN)
+            assert name not in config.FIELDS and f.metadata["help"] and f.metadata["role"] in (config.OPTION, config.RUN)
             assert f.default is None, (m.name, name)  # None until the method fills it: an absent entry means None
     mask_from = config.option_fields(methods.METHODS["ticket"].Options)["mask_from"]
-    assert mask_from.metadata["kind"] == config.RUN  # what NOT_GROUPING names
+    assert mask_from.metadata["role"] == config.RUN  # what NOT_GROUPING names
 
 
 def test_every_field_is_a_flag_of_a_script_that_uses_it():
