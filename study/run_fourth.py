@@ -26,9 +26,9 @@ LeNet-5 sweep last:
 
 Two jobs at a time with one thread each; rerunning skips finished runs and resumes killed ones. Then:
 
-    python aggregate.py study/fourth/results -o study/fourth/table.md --plot study/fourth
+    python aggregate.py study/fourth/results -o study/fourth/table.md --plot study/fourth --published
 
-    python fetch_mnist.py && python study/run_fourth.py      # about 3.5 hours on the project's 2-core machine
+    python fetch_mnist.py && python study/run_fourth.py      # 435 CPU-minutes: about 3.6 hours on the 2-core machine
     python study/run_fourth.py --dry-run                      # print the commands
 """
 

@@ -17,8 +17,9 @@ import train_baseline
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = [("run_study.py", "study"), ("run_first.py", "study/first"), ("run_schedules.py", "study/schedules"),
-           ("run_third.py", "study/third")]
-IN_PROGRESS: list[tuple[str, str]] = [("run_fourth.py", "study/fourth")]  # still running: each committed run is a command's
+           ("run_third.py", "study/third"), ("run_fourth.py", "study/fourth")]
+IN_PROGRESS: list[tuple[str, str]] = []  # still running: each committed run is a command's
+PUBLISHED = {"study/fourth"}  # tables made with --published: beside the figures the papers published
 
 
 def planned_result(argv: list[str]) -> str | None:
@@ -56,7 +57,8 @@ def test_the_study_commands_are_exactly_the_committed_runs_and_are_skipped(scrip
 @pytest.mark.parametrize("folder", [folder for _, folder in STUDIES + IN_PROGRESS])
 def test_the_committed_table_is_what_aggregate_makes_of_the_committed_json(folder, tmp_path):
     made = tmp_path / "table.md"
-    assert aggregate.main([str(ROOT / folder / "results"), "-o", str(made)]) == 0
+    extra = ["--published"] if folder in PUBLISHED else []
+    assert aggregate.main([str(ROOT / folder / "results"), "-o", str(made), *extra]) == 0
     assert made.read_text() == (ROOT / folder / "table.md").read_text()
 
 
@@ -114,22 +116,42 @@ def shown_groups(text: str, committed: dict) -> set:
 
 
 def test_the_study_page_and_readme_numbers_are_the_committed_tables():
-    second, third = committed_groups("study"), committed_groups("study/third")
-    assert shown_groups((ROOT / "docs" / "study.md").read_text(), second) == set(second)  # every group
-    headline = shown_groups((ROOT / "README.md").read_text(), {**second, **third})  # README: a few, as committed
+    second, third, fourth = (committed_groups(f) for f in ("study", "study/third", "study/fourth"))
+    page = shown_groups((ROOT / "docs" / "study.md").read_text(), {**second, **fourth})
+    assert set(second) <= page  # every group of the second study
+    snip = lambda arch, label, target: ("mnist", arch, label, target, "snip")  # noqa: E731
+    assert {snip("lenet300", "snip", "98.0%"), snip("lenet300", "dense", "–"), snip("lenet5", "snip", "99.0%"),
+            snip("lenet5", "dense", "–")} <= page  # the fourth study: ours beside SNIP's published figures
+    headline = shown_groups((ROOT / "README.md").read_text(), {**second, **third, **fourth})  # a few, as committed
     fashion = lambda arch, label, target: ("fashion-mnist", arch, label, target, "paper")  # noqa: E731
     assert len(headline & set(second)) >= 8
     assert {fashion("resnet18", "progressive", "95.0%"), fashion("resnet18", "dense", "–")} <= headline
     assert {fashion("lenet300", "progressive", "99.0%"), fashion("lenet300", "dense", "–")} <= headline
+    assert {snip("lenet300", "snip", "98.0%"), snip("lenet300", "progressive", "98.0%")} <= headline
 
 
 def test_the_study_page_s_pivot_blocks_are_what_pivot_makes_of_the_committed_json():
     sys.path.insert(0, str(ROOT / "study"))
     import pivot
     blocks = pivot.BLOCK.findall((ROOT / "docs" / "study.md").read_text())
-    assert [folder for folder, _ in blocks] == ["study/third/results"]
+    assert [folder for folder, _ in blocks] == ["study/fourth/results/recipesnip", "study/fourth/results/recipepaper",
+                                                "study/third/results"]
     for folder, body in blocks:
         assert body == pivot.pivot([str(ROOT / folder)])
+
+
+OUTPUT_BLOCK = re.compile(r"^<!-- output of: (python study/\S+\.py[^>]*?) -->\n(.*?)^<!-- /output -->$", re.M | re.S)
+
+
+def test_the_study_page_s_printed_tables_are_what_their_commands_print_now():
+    """A table the page quotes from a study script (the SNIP probe, paired comparisons) is that script's output
+    on the committed files, rerun here (torch-free, seconds)."""
+    blocks = OUTPUT_BLOCK.findall((ROOT / "docs" / "study.md").read_text())
+    assert len(blocks) >= 3
+    for command, body in blocks:
+        done = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and done.stdout == body, command
 
 
 def test_pivot_update_rewrites_only_its_blocks_and_refuses_a_page_without_one(tmp_path, capsys):
