@@ -9,14 +9,13 @@ import torch
 
 import pruning
 from harness.config import Config, ConfigError, option, require
-from harness.method import Method, PruningOptions, Sizes, current_mask, random_scores
+from harness.method import Method, PruningOptions, Sizes, current_mask, distribution_option, random_scores
 
 
 
 @dataclass(frozen=True)
 class DynamicOptions(PruningOptions):
-    distribution: str = option("how the sparsity is spread over the layers: one global ranking, every layer at the "
-                               "target, or Erdos-Renyi-Kernel", choices=pruning.DISTRIBUTIONS, default="erk", short="")
+    distribution: str = distribution_option(default="erk")
     update_every: int = option("training steps between mask updates", int, default=100, short="every")
     update_end: float = option("no mask update from this fraction of the training steps on", float, default=0.75,
                                short="end")

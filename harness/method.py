@@ -29,7 +29,17 @@ from dataclasses import dataclass
 
 import torch
 
+import pruning
 from harness.config import Config, ConfigError, Options, option, option_fields, require, value_text
+
+
+def distribution_option(default: str | None = None):
+    """``--distribution``, the same flag for every method that spreads its target over the layers; in the label
+    as its bare value (``random-erk``). ``default``: RigL's and SET's is ``erk``; at initialisation one global
+    ranking is the default, stored as None."""
+    return option("how the sparsity is spread over the layers: one global ranking, every layer at the target, or "
+                  "Erdos-Renyi-Kernel" + ("" if default else " (default global)"), choices=pruning.DISTRIBUTIONS,
+                  default=default, short="")
 
 
 @dataclass(frozen=True)

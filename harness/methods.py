@@ -18,7 +18,7 @@ from harness.config import DEFAULT_WIDTH, PAPER_TARGETS, Config, ConfigError, Op
     with_recipe_defaults
 from harness.dynamic import SET, RigL
 from harness.iterative import IterativeMagnitude
-from harness.method import Method, PruningOptions, Sizes, random_scores
+from harness.method import Method, PruningOptions, Sizes, distribution_option, random_scores
 from harness.ticket import Ticket
 
 
@@ -151,14 +151,6 @@ class OneShot(Scheduled):
         return {step: o.target_sparsity}
 
 
-def distribution_option(default: str | None = None):
-    """``--distribution``, the same flag for every method that prunes to its target at once; in the label as its
-    bare value (``random-erk``). At initialisation one global ranking is the default, stored as None."""
-    return option("how the sparsity is spread over the layers: one global ranking, every layer at the target, or "
-                  "Erdos-Renyi-Kernel" + ("" if default else " (default global)"), choices=pruning.DISTRIBUTIONS,
-                  default=default, short="")
-
-
 @dataclass(frozen=True)
 class AtInitialisationOptions(PruningOptions):
     distribution: str = distribution_option()
@@ -181,8 +173,12 @@ class AtInitialisation(Method):
         """``{(module, name): tensor shaped like the weight}``: the lowest are pruned."""
         raise NotImplementedError
 
+    def ranking_scores(self, run) -> dict:
+        """The scores the mask is chosen by: :meth:`scores`, as every process computed them."""
+        return self.scores(run)
+
     def start_round(self, run, r: int) -> None:
-        run.prune(self.options.target_sparsity, 0, scores=self.scores(run),
+        run.prune(self.options.target_sparsity, 0, scores=self.ranking_scores(run),
                   distribution=self.options.distribution or "global")
 
 
@@ -203,11 +199,11 @@ class ScoredOnData(AtInitialisation):
             raise ConfigError(f"--score-batches {self.options.score_batches} is more than the {sizes.train_batches} "
                               f"training batches of an epoch")
 
-    def start_round(self, run, r: int) -> None:
+    def ranking_scores(self, run) -> dict:
         scores = self.scores(run)
         for score in scores.values():
             distributed.all_reduce_sum(score, run.world).div_(run.world.size)
-        run.prune(self.options.target_sparsity, 0, scores=scores, distribution=self.options.distribution or "global")
+        return scores
 
 
 @dataclass(frozen=True)

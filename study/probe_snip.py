@@ -25,6 +25,7 @@ headline of every study stays the final model's test accuracy). ``ours`` must ma
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -183,8 +184,7 @@ def summary(folder: str = OUT) -> str:
     from harness import stats
     rows = {}
     for variant in VARIANTS:
-        runs = sorted((json.load(open(os.path.join(folder, variant, f))) for f in os.listdir(os.path.join(folder, variant))
-                       if f.endswith(".json")), key=lambda r: r["seed"]) if os.path.isdir(os.path.join(folder, variant)) else []
+        runs = sorted(map(_read, glob.glob(os.path.join(folder, variant, "seed*.json"))), key=lambda r: r["seed"])
         if runs:
             rows[variant] = {"seeds": [r["seed"] for r in runs], "acc": [r["final_test_accuracy"] for r in runs],
                              "best": [r["best_kept_checkpoint_test_accuracy"] for r in runs]}
@@ -200,6 +200,11 @@ def summary(folder: str = OUT) -> str:
         out.append(f"| {v} | {init} | {'yes' if reinit else 'no'} | {'yes' if biases else 'no'} | {momentum:g} | "
                    f"{len(r['seeds'])} | {_pm(*acc)} | {_pm(*best)} | {vs} |")
     return "\n".join(out)
+
+
+def _read(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
 
 
 def _pm(mean: float, sd: float | None) -> str:
